@@ -298,6 +298,9 @@ class NodeConfig(_Section):
     # No admin section → no admin API: it is never served without a token.
     admin: AdminConfig | None = None
     ledger_path: Path | None = None
+    # SQLite `synchronous` for the WAL ledger: "normal" survives process crashes, "full" also
+    # power loss (an fsync per write batch). See connector/balances.py and BENCHMARKS.md.
+    ledger_sync: Literal["normal", "full"] = "normal"
     # Seeds the fulfillments of packets addressed to this node (local delivery).
     receiver_secret: Annotated[SecretStr, _secret_of_length(16)] | None = None
     fee_basis_points: int = Field(default=0, ge=0, le=10_000)
