@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +19,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    _add_chain_commands(commands)
     return parser
+
+
+def _add_chain_commands(commands: argparse._SubParsersAction) -> None:
+    key_help = "environment variable holding the sending private key (never pass keys as arguments)"
+    deploy = commands.add_parser(
+        "deploy",
+        help="deploy TokenNetworkRegistry, M2M token and its TokenNetwork; write deployment JSON",
+    )
+    deploy.add_argument("--rpc-url", default="http://127.0.0.1:8545", help="JSON-RPC endpoint")
+    deploy.add_argument("--key-env", default="PAYCHAN_DEPLOYER_KEY", help=key_help)
+    deploy.add_argument("--out", type=Path, default=Path("deployment.json"), help="JSON to write")
+    deploy.set_defaults(run=_run_deploy)
+
+    fund = commands.add_parser("fund", help="send ETH and mint M2M to addresses (dev/test chains)")
+    fund.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    fund.add_argument("--rpc-url", default="http://127.0.0.1:8545", help="JSON-RPC endpoint")
+    fund.add_argument("--deployment", type=Path, default=Path("deployment.json"))
+    fund.add_argument("--key-env", default="PAYCHAN_DEPLOYER_KEY", help=key_help)
+    fund.add_argument("--eth", default="1", help="ETH per address (decimal, default 1)")
+    fund.add_argument("--m2m", default="1000", help="M2M per address (decimal, default 1000)")
+    fund.set_defaults(run=_run_fund)
+
+
+def _run_deploy(args: argparse.Namespace) -> int:
+    from connector.chain_commands import deploy_command
+
+    return deploy_command(args)
+
+
+def _run_fund(args: argparse.Namespace) -> int:
+    from connector.chain_commands import fund_command
+
+    return fund_command(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
