@@ -36,22 +36,22 @@ ZERO_CHANNEL_ID = "0x" + "00" * 32
 
 
 class GasLimit(enum.IntEnum):
-    """Fixed gas limits: worst case measured by bench/gas.py (cold storage, first token
-    balance) plus ~30%, rounded up."""
+    """Fixed gas limits: the worst case `bench/gas.py` measures as `eth_estimateGas` (gas
+    before refunds; cold storage, payees with no token balance) plus about 30%."""
 
     APPROVE = 65_000
     MINT = 90_000
-    OPEN_CHANNEL = 140_000
+    OPEN_CHANNEL = 130_000
     SET_TOTAL_DEPOSIT = 120_000
-    CLOSE_CHANNEL = 150_000
-    UPDATE_NON_CLOSING = 130_000
-    SETTLE = 150_000
-    COOPERATIVE_SETTLE = 150_000
+    CLOSE_CHANNEL = 120_000
+    UPDATE_NON_CLOSING = 110_000
+    SETTLE = 170_000
+    COOPERATIVE_SETTLE = 180_000
     WITHDRAW = 130_000
     TRANSFER_ETH = 21_000
-    DEPLOY_TOKEN = 1_200_000
-    DEPLOY_REGISTRY = 3_600_000
-    CREATE_TOKEN_NETWORK = 3_400_000
+    DEPLOY_TOKEN = 900_000
+    DEPLOY_REGISTRY = 3_500_000
+    CREATE_TOKEN_NETWORK = 3_000_000
 
 
 class ChannelState(enum.IntEnum):
