@@ -1,0 +1,87 @@
+"""Local delivery: the receiver fulfils exactly what a credentialed sender makes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from hashlib import sha256
+
+import pytest
+
+from connector.codec import ilp
+from connector.errors import WrongCondition
+from connector.services.interface import LOCAL_ORIGIN, IncomingRequest
+from connector.services.local import (
+    LocalDeliveryService,
+    ReceiverService,
+    Sender,
+    is_local_destination,
+    make_prepare,
+    receiver_credentials,
+)
+
+SECRET = b"receiver-secret-of-g.bob"
+
+
+def incoming_of(prepare: ilp.Prepare) -> IncomingRequest:
+    return IncomingRequest("alice", prepare, ilp.encode(prepare))
+
+
+@pytest.mark.parametrize("tag", ["", "invoice-42"])
+async def test_receiver_fulfils_what_the_sender_made(tag: str, now) -> None:
+    credentials = receiver_credentials("g.bob", SECRET, tag)
+    assert credentials.destination == ("g.bob." + tag if tag else "g.bob")
+    prepare, fulfillment = make_prepare(credentials, 500, now + timedelta(seconds=5), b"memo")
+    assert sha256(fulfillment).digest() == prepare.execution_condition
+    answer = await ReceiverService("g.bob", SECRET).handle_request(incoming_of(prepare))
+    assert answer == ilp.Fulfill(fulfillment, b"")
+
+
+async def test_every_packet_gets_its_own_condition(now) -> None:
+    credentials = receiver_credentials("g.bob", SECRET, "t")
+    first, _ = make_prepare(credentials, 1, now)
+    second, _ = make_prepare(credentials, 1, now)
+    assert first.execution_condition != second.execution_condition
+
+
+async def test_wrong_secret_or_tag_is_f05(now) -> None:
+    receiver = ReceiverService("g.bob", SECRET)
+    forged = receiver_credentials("g.bob", b"someone else's secret", "t")
+    with pytest.raises(WrongCondition):
+        await receiver.handle_request(incoming_of(make_prepare(forged, 1, now)[0]))
+    # Credentials for one tag do not pay another.
+    real = receiver_credentials("g.bob", SECRET, "t")
+    prepare, _ = make_prepare(real, 1, now)
+    moved = ilp.Prepare(1, now, prepare.execution_condition, "g.bob.other", prepare.data)
+    with pytest.raises(WrongCondition):
+        await receiver.handle_request(incoming_of(moved))
+
+
+def test_credentials_never_show_the_secret() -> None:
+    credentials = receiver_credentials("g.bob", SECRET, "t")
+    assert credentials.shared_secret.hex() not in repr(credentials)
+
+
+@pytest.mark.parametrize(
+    ("destination", "local"),
+    [("g.bob", True), ("g.bob.x", True), ("g.bobby", False), ("g.bo", False), ("g", False)],
+)
+def test_local_destinations(destination: str, local: bool) -> None:
+    assert is_local_destination("g.bob", destination) is local
+
+
+async def test_delivery_splits_local_from_forwarded(terminal, incoming, fulfill, reject) -> None:
+    receiver, onward = terminal(fulfill), terminal(reject)
+    service = LocalDeliveryService("g.bob", receiver, onward)
+    assert await service.handle_request(incoming(destination="g.bob.x")) is fulfill
+    assert await service.handle_request(incoming(destination="g.carol")) is reject
+    assert len(receiver.seen) == len(onward.seen) == 1
+
+
+async def test_sender_sends_from_this_node(terminal, fulfill, now) -> None:
+    path = terminal(fulfill)
+    credentials = receiver_credentials("g.bob", SECRET)
+    assert await Sender(path).send(credentials, 7, now + timedelta(seconds=30)) is fulfill
+    (request,) = path.seen
+    assert request.from_peer == LOCAL_ORIGIN
+    assert ilp.decode_prepare(request.raw) == request.prepare
+    assert (request.prepare.amount, request.prepare.destination) == (7, "g.bob")
