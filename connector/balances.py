@@ -245,8 +245,17 @@ class BalanceLedger:
 
     async def commit_incoming(self, peer_id: str, amount: int) -> None:
         """The held Prepare was fulfilled: `peer_id` owes us `amount`. Durable on return."""
-        self._account(peer_id).commit(_amount(amount))
-        await self._persist(peer_id)
+        account = self._account(peer_id)
+        account.commit(_amount(amount))
+        try:
+            await self._persist(peer_id)
+        except BaseException:
+            # Not durable (write failed, or the task was cancelled): the Fulfill will not go
+            # upstream, so the peer owes nothing for it. The next batch writes the undone value.
+            account.balance -= amount
+            if not self._closed:
+                self._schedule(peer_id)
+            raise
 
     async def record_outgoing(self, peer_id: str, amount: int) -> None:
         """`peer_id` fulfilled our Prepare: we owe it `amount`. Durable on return."""
@@ -325,6 +334,10 @@ class BalanceLedger:
 
     async def _persist(self, peer_id: str | None) -> None:
         """Join the next write batch and wait for it. One transaction per loop turn."""
+        # shield: a cancelled packet task must not cancel the batch other packets wait for.
+        await asyncio.shield(self._schedule(peer_id))
+
+    def _schedule(self, peer_id: str | None) -> asyncio.Future[None]:
         if self._closed:
             raise BalanceError("ledger is closed")
         if peer_id is not None:
@@ -334,8 +347,7 @@ class BalanceLedger:
             self._next_flush = loop.create_future()
             if not self._writing:
                 loop.call_soon(self._write_batch)
-        # shield: a cancelled packet task must not cancel the batch other packets wait for.
-        await asyncio.shield(self._next_flush)
+        return self._next_flush
 
     def _write_batch(self) -> None:
         done, self._next_flush = self._next_flush, None

@@ -370,9 +370,37 @@ async def test_a_cancelled_waiter_does_not_cancel_the_batch(ledger_file: Path) -
         await asyncio.sleep(0)
         first.cancel()
         await second  # same batch: still written
+        assert stored_balances(ledger_file)["bob"] == -3
 
-        assert stored_balances(ledger_file) == {"alice": 5, "bob": -3}
+        # The cancelled commit never reached upstream as a Fulfill: it is undone, on disk too.
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await ledger.flush()
+        assert ledger.snapshot("alice").balance == 0
+        assert stored_balances(ledger_file) == {"alice": 0, "bob": -3}
     finally:
+        await ledger.close()
+
+
+async def test_commit_that_cannot_be_written_is_undone(ledger_file: Path) -> None:
+    ledger = BalanceLedger.open(ledger_file, LIMITS)
+    blocker = sqlite3.connect(ledger_file, isolation_level=None, timeout=0)
+    try:
+        ledger.hold_incoming("alice", 40)
+        await ledger.commit_incoming("alice", 40)
+        ledger.hold_incoming("alice", 60)
+        blocker.execute("BEGIN IMMEDIATE")
+        ledger._connection.execute("PRAGMA busy_timeout=0")
+        with pytest.raises(sqlite3.OperationalError):
+            await ledger.commit_incoming("alice", 60)
+        blocker.execute("ROLLBACK")
+
+        snapshot = ledger.snapshot("alice")
+        assert (snapshot.balance, snapshot.pending_incoming) == (40, 0)
+        await ledger.flush()
+        assert stored_balances(ledger_file) == {"alice": 40}
+    finally:
+        blocker.close()
         await ledger.close()
 
 
