@@ -39,15 +39,13 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-# RFC 0015: an allocation scheme followed by one or more segments, at most 1023 bytes.
-ILP_ADDRESS_PATTERN = re.compile(
-    r"^(g|private|example|peer|self|test[1-3]?|local)([.][a-zA-Z0-9_~-]+)+$"
-)
-# A route prefix may also be a bare scheme (`g`) so a parent can be the default route.
+from connector.codec.address import MAX_ADDRESS_LENGTH, is_valid_address
+
+# A route prefix may also be a bare scheme (`g`) so a parent can be the default route;
+# full addresses are checked by the codec's RFC 0015 rule.
 ILP_PREFIX_PATTERN = re.compile(
     r"^(g|private|example|peer|self|test[1-3]?|local)([.][a-zA-Z0-9_~-]+)*$"
 )
-ILP_ADDRESS_MAX_LENGTH = 1023
 # Peer and node ids become ILP address segments and Temporal workflow id parts.
 ID_PATTERN = re.compile(r"^[a-zA-Z0-9_~-]+$")
 EVM_ADDRESS_PATTERN = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -94,7 +92,7 @@ def is_evm_address(value: str) -> bool:
 
 
 def _check_ilp_address(value: str) -> str:
-    if len(value) > ILP_ADDRESS_MAX_LENGTH or not ILP_ADDRESS_PATTERN.match(value):
+    if not is_valid_address(value):
         raise PydanticCustomError("ilp_address", "not a valid ILP address (RFC 0015)")
     return value
 
@@ -174,7 +172,7 @@ class RouteConfig(_Section):
     @field_validator("prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
-        if len(value) > ILP_ADDRESS_MAX_LENGTH or not ILP_PREFIX_PATTERN.match(value):
+        if len(value) > MAX_ADDRESS_LENGTH or not ILP_PREFIX_PATTERN.match(value):
             raise PydanticCustomError("ilp_prefix", "not a valid ILP address prefix (RFC 0015)")
         return value
 
