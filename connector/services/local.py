@@ -1,20 +1,29 @@
 """Local delivery: the receiver for packets addressed to this node, and the matching sender.
 
-How conditions are made (STREAM's derivation, without STREAM's framing). A receiver with secret
-`S` hands out credentials for a tag, out of band (SPSP would; here the operator or a test does):
+The receiver keeps no per-payment state; it recomputes each fulfillment from the packet. Two
+kinds of packet are fulfilled:
 
-    destination   = <node address>.<tag>          (the bare node address is the empty tag)
+Keyed payments, to `<node address>.<tag>` (STREAM's derivation, without STREAM's framing).
+The receiver, with secret `S`, hands a sender credentials for a tag out of band (SPSP would;
+here the operator or a test does):
+
+    destination   = <node address>.<tag>
     shared_secret = HMAC-SHA256(S, "paychan/receiver/v1" ‖ tag)
 
-A sender holding them makes each packet as
+and the sender makes each packet as
 
     data        = 16 random bytes ‖ payload       (unique per packet)
     fulfillment = HMAC-SHA256(shared_secret, data)
     condition   = SHA-256(fulfillment)
 
-and the receiver, which keeps no per-payment state, recomputes the shared secret from the tag in
-the destination and the fulfillment from the data. Only a holder of the credentials can make a
-condition the receiver fulfils, and no connector on the path can fulfil it in its place.
+Only a holder of the credentials can make a condition the receiver fulfils, and no connector
+on the path can fulfil it in the receiver's place.
+
+Test payments, to the bare node address, need no credentials (the admin API's "send a test
+payment" to `g.peer5`): `data = "paychan/test-payment/v1" ‖ 16 random bytes` and
+`fulfillment = HMAC-SHA256("paychan/test-payment/v1", data)`. Anyone who sees the packet can
+compute that fulfillment, a connector on the path included, so a test payment shows that
+packets and balances flow end to end, not that the receiver got the money; keep them small.
 
 `LocalDeliveryService` sends packets for this node's address to the `ReceiverService` and
 everything else on. They do not hold balances (the balance service before them does), shorten
@@ -30,7 +39,7 @@ from datetime import datetime
 from hashlib import sha256
 
 from connector.codec import ilp
-from connector.errors import WrongCondition
+from connector.errors import UnexpectedPayment, WrongCondition
 from connector.services.interface import (
     LOCAL_ORIGIN,
     IncomingRequest,
@@ -39,6 +48,7 @@ from connector.services.interface import (
 )
 
 _SECRET_LABEL = b"paychan/receiver/v1"
+TEST_PAYMENT_LABEL = b"paychan/test-payment/v1"
 NONCE_SIZE = 16
 
 
@@ -57,16 +67,23 @@ def derive_shared_secret(receiver_secret: bytes, tag: str) -> bytes:
     return hmac.digest(receiver_secret, _SECRET_LABEL + tag.encode(), "sha256")
 
 
-def receiver_credentials(
-    own_address: str, receiver_secret: bytes, tag: str = ""
-) -> ReceiverCredentials:
-    """The credentials a receiver hands out for `tag` (empty: the node's own address)."""
-    destination = f"{own_address}.{tag}" if tag else own_address
-    return ReceiverCredentials(destination, derive_shared_secret(receiver_secret, tag))
+def receiver_credentials(own_address: str, receiver_secret: bytes, tag: str) -> ReceiverCredentials:
+    """The credentials a receiver hands out for `tag` (one or more address segments)."""
+    if not tag or tag.startswith(".") or tag.endswith("."):
+        raise ValueError("a receiver tag is one or more ILP address segments")
+    return ReceiverCredentials(f"{own_address}.{tag}", derive_shared_secret(receiver_secret, tag))
 
 
 def fulfillment_for(shared_secret: bytes, data: bytes) -> bytes:
     return hmac.digest(shared_secret, data, "sha256")
+
+
+def _prepare(
+    destination: str, amount: int, expires_at: datetime, data: bytes, key: bytes
+) -> tuple[ilp.Prepare, bytes]:
+    fulfillment = fulfillment_for(key, data)
+    prepare = ilp.Prepare(amount, expires_at, sha256(fulfillment).digest(), destination, data)
+    return prepare, fulfillment
 
 
 def make_prepare(
@@ -76,13 +93,17 @@ def make_prepare(
     payload: bytes = b"",
     nonce: bytes | None = None,
 ) -> tuple[ilp.Prepare, bytes]:
-    """A Prepare the receiver behind `credentials` will fulfil, and that fulfillment."""
+    """A keyed Prepare the receiver behind `credentials` will fulfil, and that fulfillment."""
     data = (os.urandom(NONCE_SIZE) if nonce is None else nonce) + payload
-    fulfillment = fulfillment_for(credentials.shared_secret, data)
-    prepare = ilp.Prepare(
-        amount, expires_at, sha256(fulfillment).digest(), credentials.destination, data
-    )
-    return prepare, fulfillment
+    return _prepare(credentials.destination, amount, expires_at, data, credentials.shared_secret)
+
+
+def make_test_prepare(
+    node_address: str, amount: int, expires_at: datetime
+) -> tuple[ilp.Prepare, bytes]:
+    """A test payment to the node at `node_address`, and its fulfillment."""
+    data = TEST_PAYMENT_LABEL + os.urandom(NONCE_SIZE)
+    return _prepare(node_address, amount, expires_at, data, TEST_PAYMENT_LABEL)
 
 
 def is_local_destination(own_address: str, destination: str) -> bool:
@@ -92,7 +113,7 @@ def is_local_destination(own_address: str, destination: str) -> bool:
 
 
 class ReceiverService:
-    """Fulfils Prepares addressed to this node whose condition it can derive; F05 otherwise."""
+    """Fulfils Prepares for this node that it can derive the fulfillment of; F05/F06 otherwise."""
 
     __slots__ = ("_own_address", "_secret", "_tag_offset")
 
@@ -103,11 +124,19 @@ class ReceiverService:
 
     async def handle_request(self, request: IncomingRequest) -> Response:
         prepare = request.prepare
-        tag = prepare.destination[self._tag_offset :]
-        fulfillment = fulfillment_for(derive_shared_secret(self._secret, tag), prepare.data)
+        destination = prepare.destination
+        if destination == self._own_address:
+            if not prepare.data.startswith(TEST_PAYMENT_LABEL):
+                raise UnexpectedPayment(
+                    f"only test payments are received at the node address. destination={destination}"
+                )
+            key = TEST_PAYMENT_LABEL
+        else:
+            key = derive_shared_secret(self._secret, destination[self._tag_offset :])
+        fulfillment = fulfillment_for(key, prepare.data)
         if sha256(fulfillment).digest() != prepare.execution_condition:
             raise WrongCondition(
-                f"receiver cannot fulfill this condition. destination={prepare.destination}"
+                f"receiver cannot fulfill this condition. destination={destination}"
             )
         return ilp.Fulfill(fulfillment, b"")
 
@@ -133,8 +162,8 @@ class LocalDeliveryService:
 class Sender:
     """Sends packets this node originates through its own outgoing path.
 
-    `path` is the packet path's entry for local packets (`PacketPath.originate`), so a sender's
-    packets are routed, timed and validated exactly like forwarded ones.
+    `path` is the packet path's entry for this node's own packets (`PacketPath.originate`),
+    so they are routed, timed, validated and accounted exactly like forwarded ones.
     """
 
     __slots__ = ("_path",)
@@ -149,7 +178,18 @@ class Sender:
         expires_at: datetime,
         payload: bytes = b"",
     ) -> Response:
+        """A keyed payment to the receiver behind `credentials`."""
         prepare, _ = make_prepare(credentials, amount, expires_at, payload)
+        return await self.send_prepare(prepare)
+
+    async def send_test_payment(
+        self, node_address: str, amount: int, expires_at: datetime
+    ) -> Response:
+        prepare, _ = make_test_prepare(node_address, amount, expires_at)
+        return await self.send_prepare(prepare)
+
+    async def send_prepare(self, prepare: ilp.Prepare) -> Response:
+        """Any Prepare, e.g. one whose condition came from elsewhere."""
         return await self._path.handle_request(
             IncomingRequest(LOCAL_ORIGIN, prepare, ilp.encode(prepare))
         )

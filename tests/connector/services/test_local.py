@@ -8,7 +8,7 @@ from hashlib import sha256
 import pytest
 
 from connector.codec import ilp
-from connector.errors import WrongCondition
+from connector.errors import UnexpectedPayment, WrongCondition
 from connector.services.interface import LOCAL_ORIGIN, IncomingRequest
 from connector.services.local import (
     LocalDeliveryService,
@@ -16,6 +16,7 @@ from connector.services.local import (
     Sender,
     is_local_destination,
     make_prepare,
+    make_test_prepare,
     receiver_credentials,
 )
 
@@ -26,10 +27,10 @@ def incoming_of(prepare: ilp.Prepare) -> IncomingRequest:
     return IncomingRequest("alice", prepare, ilp.encode(prepare))
 
 
-@pytest.mark.parametrize("tag", ["", "invoice-42"])
+@pytest.mark.parametrize("tag", ["invoice-42", "a.b"])
 async def test_receiver_fulfils_what_the_sender_made(tag: str, now) -> None:
     credentials = receiver_credentials("g.bob", SECRET, tag)
-    assert credentials.destination == ("g.bob." + tag if tag else "g.bob")
+    assert credentials.destination == "g.bob." + tag
     prepare, fulfillment = make_prepare(credentials, 500, now + timedelta(seconds=5), b"memo")
     assert sha256(fulfillment).digest() == prepare.execution_condition
     answer = await ReceiverService("g.bob", SECRET).handle_request(incoming_of(prepare))
@@ -79,9 +80,28 @@ async def test_delivery_splits_local_from_forwarded(terminal, incoming, fulfill,
 
 async def test_sender_sends_from_this_node(terminal, fulfill, now) -> None:
     path = terminal(fulfill)
-    credentials = receiver_credentials("g.bob", SECRET)
+    credentials = receiver_credentials("g.bob", SECRET, "t")
     assert await Sender(path).send(credentials, 7, now + timedelta(seconds=30)) is fulfill
     (request,) = path.seen
     assert request.from_peer == LOCAL_ORIGIN
     assert ilp.decode_prepare(request.raw) == request.prepare
-    assert (request.prepare.amount, request.prepare.destination) == (7, "g.bob")
+    assert (request.prepare.amount, request.prepare.destination) == (7, "g.bob.t")
+
+
+async def test_test_payments_to_the_node_address_need_no_credentials(now) -> None:
+    prepare, fulfillment = make_test_prepare("g.bob", 5, now)
+    answer = await ReceiverService("g.bob", SECRET).handle_request(incoming_of(prepare))
+    assert answer == ilp.Fulfill(fulfillment, b"")
+
+
+async def test_node_address_refuses_anything_but_test_payments(now) -> None:
+    keyed, _ = make_prepare(receiver_credentials("g.bob", SECRET, "t"), 1, now)
+    bare = ilp.Prepare(1, now, keyed.execution_condition, "g.bob", keyed.data)
+    with pytest.raises(UnexpectedPayment):
+        await ReceiverService("g.bob", SECRET).handle_request(incoming_of(bare))
+
+
+def test_tags_are_address_segments() -> None:
+    for tag in ("", ".x", "x."):
+        with pytest.raises(ValueError):
+            receiver_credentials("g.bob", SECRET, tag)
