@@ -25,7 +25,6 @@ from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 from pydantic import BaseModel, ConfigDict
 from web3 import AsyncWeb3
-from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
 from web3.types import TxReceipt
 
 from activities.balance_proof import BalanceProof, CooperativeSettle, WithdrawProof
@@ -420,16 +419,26 @@ async def fee_fields(w3: AsyncWeb3) -> dict[str, int]:
 async def _replay_error(
     w3: AsyncWeb3, sender: str, tx: dict[str, Any], receipt: TxReceipt
 ) -> DecodedError | None:
-    # The receipt carries no revert data: re-run the call on the state before its block.
+    # A receipt carries no revert data: re-run the call on the state before its block, with
+    # that block's number and time (block overrides, so block-number checks replay too).
     # Exact on an automining chain (one tx per block); a best-effort name otherwise.
-    call = {"from": sender, "value": tx.get("value", 0), "gas": tx["gas"], "data": tx["data"]}
+    call = {
+        "from": sender,
+        "data": tx["data"],
+        "gas": hex(tx["gas"]),
+        "value": hex(tx.get("value", 0)),
+    }
     if tx.get("to"):
         call["to"] = tx["to"]
-    try:
-        await w3.eth.call(call, block_identifier=receipt["blockNumber"] - 1)
-    except (ContractCustomError, ContractLogicError, ContractPanicError) as exc:
-        return decode_revert_error(exc.data if isinstance(exc.data, str | bytes) else None)
-    return None
+    number = receipt["blockNumber"]
+    block = await w3.eth.get_block(number)
+    overrides = {"number": hex(number), "time": hex(block["timestamp"])}
+    response = await w3.provider.make_request("eth_call", [call, hex(number - 1), {}, overrides])
+    error = response.get("error")
+    if error and error.get("code") == -32602:  # node without block overrides
+        response = await w3.provider.make_request("eth_call", [call, hex(number - 1)])
+        error = response.get("error")
+    return decode_revert_error(error.get("data")) if isinstance(error, dict) else None
 
 
 async def send_batch(
