@@ -263,7 +263,9 @@ class BtpProtocol:
             peer_id = self._authenticate(username, token)
         if peer_id is None:
             self._queue_error(frame.request_id, BtpErrorCode.F00_NOT_ACCEPTED, INVALID_TOKEN)
-            self._close("auth refused")
+            # The username helps an operator find the misconfigured peer; the token never leaves.
+            shown = entries[0].decode("utf-8", errors="replace")
+            self._close(f"auth refused for username {shown!r}")
             return
         self._frames.append(btp.encode(btp.Response(frame.request_id, ())))
         self.peer_id = peer_id

@@ -93,7 +93,7 @@ def test_server_refuses_a_wrong_token_with_the_captured_error_then_closes() -> N
     server = BtpProtocol.server(_authenticate, clock=_clock_at("2026-11-24T03:02:36.183+00:00"))
     server.receive_message(_frames(WRONG_TOKEN, "out")[0])
     assert server.data_to_send() == _frames(WRONG_TOKEN, "in")
-    assert server.events_received() == [SessionClosed("auth refused")]
+    assert server.events_received() == [SessionClosed("auth refused for username ''")]
     assert server.state is State.CLOSED
 
 
