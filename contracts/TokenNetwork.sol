@@ -435,8 +435,9 @@ contract TokenNetwork is EIP712, ReentrancyGuardTransient {
     }
 
     /// participant1 gets deposit1 - withdrawn1 - transferred1 + transferred2, clamped to
-    /// [0, holds]. Sums saturate instead of overflowing, so no signed input can make this revert
-    /// or pay out more than the channel holds.
+    /// [0, holds]; participant2 gets the rest. Sums saturate instead of overflowing, so no signed
+    /// input can make this revert or pay out more than the channel holds. Only absurd proofs
+    /// (sums reaching 2^256) saturate, and their split is then arbitrary but still bounded.
     function _clampedPayout(uint256 deposit1, uint256 withdrawn1, uint256 transferred1, uint256 transferred2, uint256 holds)
         private
         pure
