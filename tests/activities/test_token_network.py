@@ -12,15 +12,20 @@ from dataclasses import dataclass
 
 import pytest
 from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
 from hexbytes import HexBytes
 from web3 import AsyncWeb3
 from web3.exceptions import ContractCustomError
 
 from activities import token_network as tn
 from activities.balance_proof import (
+    BALANCE_PROOF_TYPE,
+    COOPERATIVE_SETTLE_TYPE,
+    WITHDRAW_PROOF_TYPE,
     BalanceProof,
     CooperativeSettle,
     WithdrawProof,
+    domain_separator,
     sign_balance_proof,
     sign_cooperative_settle,
     sign_withdraw_proof,
@@ -629,6 +634,21 @@ async def test_funded_accounts_fixture_holds_m2m(
     assert ["0x" + bytes(a.key).hex() for a in funded_accounts] == list(ANVIL_KEYS[1:])
     for account in funded_accounts:
         assert await tn.token_balance(anvil_w3, deployment, account.address) >= 1_000_000 * 10**18
+
+
+async def test_eip712_domain_and_type_hashes_match_the_contract(
+    anvil_w3: AsyncWeb3, deployment: Deployment
+) -> None:
+    abi = tn.contract_abi("TokenNetwork")
+    (separator,) = await tn._call(anvil_w3, deployment.token_network, abi, "domainSeparator")
+    assert separator == "0x" + domain_separator(deployment.chain_id, deployment.token_network).hex()
+    for function, text in (
+        ("BALANCE_PROOF_TYPEHASH", BALANCE_PROOF_TYPE),
+        ("WITHDRAW_PROOF_TYPEHASH", WITHDRAW_PROOF_TYPE),
+        ("COOPERATIVE_SETTLE_TYPEHASH", COOPERATIVE_SETTLE_TYPE),
+    ):
+        (on_chain,) = await tn._call(anvil_w3, deployment.token_network, abi, function)
+        assert on_chain == "0x" + keccak(text=text).hex()
 
 
 def test_decode_revert_names_only_our_errors() -> None:
