@@ -197,23 +197,27 @@ def compute_channel_id(chain_id: int, token_network: str, a: str, b: str, counte
 # ---------------------------------------------------------------- views
 
 
-async def _call(
+async def call_function(
     w3: AsyncWeb3, to: str, codec: ContractAbi, function: str, *args: Any
 ) -> tuple[Any, ...]:
+    """eth_call of any view of our contracts: `call_function(w3, address,
+    contract_abi("TokenNetwork"), "token")` -> decoded outputs."""
     data = await w3.eth.call({"to": to, "data": "0x" + codec.encode_call(function, *args).hex()})
     return codec.decode_result(function, data)
 
 
 async def get_channel_id(w3: AsyncWeb3, deployment: Deployment, a: str, b: str) -> str | None:
     """The pair's current (open or closed, not yet settled) channel, or None."""
-    (channel_id,) = await _call(
+    (channel_id,) = await call_function(
         w3, deployment.token_network, _token_network(), "getChannelId", a, b
     )
     return None if channel_id == ZERO_CHANNEL_ID else channel_id
 
 
 async def get_pair_counter(w3: AsyncWeb3, deployment: Deployment, a: str, b: str) -> int:
-    (counter,) = await _call(w3, deployment.token_network, _token_network(), "getPairCounter", a, b)
+    (counter,) = await call_function(
+        w3, deployment.token_network, _token_network(), "getPairCounter", a, b
+    )
     return counter
 
 
@@ -224,7 +228,7 @@ async def next_channel_id(w3: AsyncWeb3, deployment: Deployment, a: str, b: str)
 
 
 async def get_channel(w3: AsyncWeb3, deployment: Deployment, channel_id: str) -> ChannelInfo:
-    p1, p2, state, timeout, settle_block, closer = await _call(
+    p1, p2, state, timeout, settle_block, closer = await call_function(
         w3, deployment.token_network, _token_network(), "getChannel", HexBytes(channel_id)
     )
     return ChannelInfo(
@@ -241,7 +245,7 @@ async def get_channel(w3: AsyncWeb3, deployment: Deployment, channel_id: str) ->
 async def get_participant(
     w3: AsyncWeb3, deployment: Deployment, channel_id: str, participant: str
 ) -> ParticipantInfo:
-    deposit, withdrawn, nonce, transferred, locked = await _call(
+    deposit, withdrawn, nonce, transferred, locked = await call_function(
         w3,
         deployment.token_network,
         _token_network(),
@@ -261,14 +265,14 @@ async def get_participant(
 
 
 async def get_token_network(w3: AsyncWeb3, registry: str, token: str) -> str | None:
-    (address,) = await _call(
+    (address,) = await call_function(
         w3, registry, contract_abi("TokenNetworkRegistry"), "getTokenNetwork", token
     )
     return None if int(address, 16) == 0 else address
 
 
 async def token_balance(w3: AsyncWeb3, deployment: Deployment, address: str) -> int:
-    (balance,) = await _call(w3, deployment.token, _token(), "balanceOf", address)
+    (balance,) = await call_function(w3, deployment.token, _token(), "balanceOf", address)
     return balance
 
 
@@ -276,7 +280,7 @@ async def allowance(
     w3: AsyncWeb3, deployment: Deployment, owner: str, spender: str | None = None
 ) -> int:
     """How much `spender` (default: the token network) may pull from `owner`."""
-    (amount,) = await _call(
+    (amount,) = await call_function(
         w3, deployment.token, _token(), "allowance", owner, spender or deployment.token_network
     )
     return amount
@@ -396,6 +400,12 @@ def build_withdraw(
         partner_signature,
     )
     return _tx(deployment, deployment.token_network, data, GasLimit.WITHDRAW)
+
+
+def build_create_token_network(deployment: Deployment, token: str) -> UnsignedTx:
+    """Registry call creating `token`'s network (deploy uses it for M2M)."""
+    data = contract_abi("TokenNetworkRegistry").encode_call("createTokenNetwork", token)
+    return _tx(deployment, deployment.registry, data, GasLimit.CREATE_TOKEN_NETWORK)
 
 
 def build_transfer_eth(deployment: Deployment, to: str, amount: int) -> UnsignedTx:

@@ -34,7 +34,7 @@ async def test_deploy_creates_registry_token_and_network(anvil_w3: AsyncWeb3, ne
     assert len({deployment.registry, deployment.token, deployment.token_network}) == 3
     registry_view = await tn.get_token_network(anvil_w3, deployment.registry, deployment.token)
     assert registry_view == deployment.token_network
-    (token,) = await tn._call(
+    (token,) = await tn.call_function(
         anvil_w3, deployment.token_network, tn.contract_abi("TokenNetwork"), "token"
     )
     assert token == deployment.token

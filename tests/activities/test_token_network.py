@@ -110,7 +110,7 @@ async def test_next_channel_id_is_known_before_the_open_is_mined(
         deployment.chain_id, deployment.token_network, b.address, a.address, 0
     )
     assert await tn.next_channel_id(anvil_w3, deployment, a.address, b.address) == expected
-    (on_chain,) = await tn._call(
+    (on_chain,) = await tn.call_function(
         anvil_w3,
         deployment.token_network,
         tn.contract_abi("TokenNetwork"),
@@ -585,21 +585,20 @@ async def test_registry_maps_token_to_its_network(
     anvil_w3: AsyncWeb3, deployment: Deployment, new_account
 ) -> None:
     d = deployment
-    registry = tn.contract_abi("TokenNetworkRegistry")
     assert await tn.get_token_network(anvil_w3, d.registry, d.token) == d.token_network
-    (token,) = await tn._call(anvil_w3, d.token_network, tn.contract_abi("TokenNetwork"), "token")
+    (token,) = await tn.call_function(
+        anvil_w3, d.token_network, tn.contract_abi("TokenNetwork"), "token"
+    )
     assert token == d.token
 
     sender = await new_account(m2m=0)
 
-    def create(token_address: str) -> tn.UnsignedTx:
-        data = registry.encode_call("createTokenNetwork", token_address)
-        return tn._tx(d, d.registry, data, tn.GasLimit.CREATE_TOKEN_NETWORK)
-
-    exists = await _reverts(anvil_w3, sender, create(d.token))
+    exists = await _reverts(anvil_w3, sender, tn.build_create_token_network(d, d.token))
     assert exists.error == "TokenNetworkExists"
     assert exists.error_args == {"token": d.token, "tokenNetwork": d.token_network}
-    assert (await _reverts(anvil_w3, sender, create(sender.address))).error == "InvalidToken"
+    assert (
+        await _reverts(anvil_w3, sender, tn.build_create_token_network(d, sender.address))
+    ).error == "InvalidToken"
     assert await tn.get_token_network(anvil_w3, d.registry, sender.address) is None
 
 
@@ -613,7 +612,7 @@ async def test_m2m_token_metadata_and_dev_faucet(
         ("decimals", 18),
         ("isDevChain", True),
     ):
-        assert await tn._call(anvil_w3, deployment.token, token, function) == (expected,)
+        assert await tn.call_function(anvil_w3, deployment.token, token, function) == (expected,)
     anyone = await new_account(m2m=0)
     await tn.send_and_wait(anvil_w3, anyone, tn.build_mint(deployment, anyone.address, 5))
     assert await tn.token_balance(anvil_w3, deployment, anyone.address) == 5
@@ -640,14 +639,16 @@ async def test_eip712_domain_and_type_hashes_match_the_contract(
     anvil_w3: AsyncWeb3, deployment: Deployment
 ) -> None:
     abi = tn.contract_abi("TokenNetwork")
-    (separator,) = await tn._call(anvil_w3, deployment.token_network, abi, "domainSeparator")
+    (separator,) = await tn.call_function(
+        anvil_w3, deployment.token_network, abi, "domainSeparator"
+    )
     assert separator == "0x" + domain_separator(deployment.chain_id, deployment.token_network).hex()
     for function, text in (
         ("BALANCE_PROOF_TYPEHASH", BALANCE_PROOF_TYPE),
         ("WITHDRAW_PROOF_TYPEHASH", WITHDRAW_PROOF_TYPE),
         ("COOPERATIVE_SETTLE_TYPEHASH", COOPERATIVE_SETTLE_TYPE),
     ):
-        (on_chain,) = await tn._call(anvil_w3, deployment.token_network, abi, function)
+        (on_chain,) = await tn.call_function(anvil_w3, deployment.token_network, abi, function)
         assert on_chain == "0x" + keccak(text=text).hex()
 
 
