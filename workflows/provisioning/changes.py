@@ -4,7 +4,8 @@
 `Chain*` from activity results, `Timer*` from durable timers.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: these types cross the workflow sandbox, where
+# pydantic cannot resolve string annotations against modules the sandbox never imported.
 
 from dataclasses import dataclass
 

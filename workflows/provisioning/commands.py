@@ -3,7 +3,8 @@
 The workflow interprets each as activities or timers; none does I/O itself.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: these types cross the workflow sandbox, where
+# pydantic cannot resolve string annotations against modules the sandbox never imported.
 
 from dataclasses import dataclass
 from enum import StrEnum

@@ -4,7 +4,8 @@ Amounts are wei as `int` here; the `status` query renders them as decimal string
 the Temporal UI is JavaScript and loses precision above 2**53.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: these types cross the workflow sandbox, where
+# pydantic cannot resolve string annotations against modules the sandbox never imported.
 
 from dataclasses import dataclass, field
 from enum import StrEnum

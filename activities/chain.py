@@ -1,0 +1,239 @@
+"""ChainActivities: every chain read and write of provisioning, given its web3 client,
+signer and deployment (never building its own).
+
+Sends are split so each step is durable before the next: `sign_transactions` returns raw
+bytes and hashes (they land in workflow history), `broadcast_transactions` sends those same
+bytes, `wait_for_receipts` polls by hash. Nonces are chosen by the wallet sequencer only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+from temporalio import activity
+from web3 import AsyncWeb3
+from web3.exceptions import TransactionNotFound, Web3RPCError
+
+from activities import token_network as tn
+from activities.errors import classified
+from activities.token_network import Deployment, GasLimit, UnsignedTx
+from workflows import ids
+from workflows.messages import (
+    BroadcastOutcome,
+    FillNoncesInput,
+    ReadChainStateInput,
+    SignedTx,
+    SignInput,
+    WaitForReceiptsInput,
+)
+from workflows.provisioning.changes import ChainSendsMined, ChainStateRead, GasLimits
+from workflows.provisioning.commands import SendKind, TxIntent
+from workflows.provisioning.state import Channel
+
+log = structlog.get_logger(__name__)
+
+MAX_ALLOWANCE = 2**256 - 1
+RECEIPT_POLL_SECONDS = 0.1
+# Node answers meaning "I already have this very transaction": success for a re-broadcast.
+_ALREADY_HAVE = ("already known", "known transaction", "already imported", "nonce too low")
+# A tx whose nonce the chain has used for something else for this long was replaced.
+DROPPED_AFTER_SECONDS = 30.0
+
+
+class ChainActivities:
+    def __init__(
+        self, w3: AsyncWeb3, account: LocalAccount, deployment: Deployment, settle_timeout: int
+    ) -> None:
+        self._w3 = w3
+        self._account = account
+        self._deployment = deployment
+        self._settle_timeout = settle_timeout
+
+    @activity.defn(name=ids.READ_CHAIN_STATE)
+    @classified
+    async def read_chain_state(self, request: ReadChainStateInput) -> ChainStateRead:
+        """Balances, allowance, fees and the pair's channel. Read-only: safe to retry."""
+        w3, deployment, ours = self._w3, self._deployment, self._account.address
+        peer = to_checksum_address(request.peer_address)
+        channel_id, eth, token, allowance, fees = await asyncio.gather(
+            tn.get_channel_id(w3, deployment, ours, peer),
+            tn.eth_balance(w3, ours),
+            tn.token_balance(w3, deployment, ours),
+            tn.allowance(w3, deployment, ours),
+            tn.fee_fields(w3),
+        )
+        channel = None
+        if channel_id is None:
+            next_id = await tn.next_channel_id(w3, deployment, ours, peer)
+        else:
+            next_id = channel_id
+            our_side, their_side = await asyncio.gather(
+                tn.get_participant(w3, deployment, channel_id, ours),
+                tn.get_participant(w3, deployment, channel_id, peer),
+            )
+            channel = Channel(channel_id, our_side.deposit, their_side.deposit)
+        return ChainStateRead(
+            eth_balance=eth,
+            token_balance=token,
+            allowance=allowance,
+            channel=channel,
+            next_channel_id=next_id,
+            fee_per_gas=fees.get("maxFeePerGas") or fees["gasPrice"],
+            gas_limits=GasLimits(
+                approve=GasLimit.APPROVE,
+                open_channel=GasLimit.OPEN_CHANNEL,
+                set_total_deposit=GasLimit.SET_TOTAL_DEPOSIT,
+            ),
+        )
+
+    @activity.defn(name=ids.READ_NEXT_NONCE)
+    @classified
+    async def read_next_nonce(self) -> int:
+        """The wallet's next nonce including pending txs. Read-only: safe to retry."""
+        return await self._w3.eth.get_transaction_count(self._account.address, "pending")
+
+    @activity.defn(name=ids.SIGN_TRANSACTIONS)
+    @classified
+    async def sign_transactions(self, request: SignInput) -> list[SignedTx]:
+        """Sign the intents with consecutive nonces from `first_nonce`. Sends nothing, so a
+        retry only signs again; whichever result is recorded first is the one broadcast."""
+        # Never below what the chain has mined: the wallet may have been used elsewhere.
+        mined = await self._w3.eth.get_transaction_count(self._account.address, "latest")
+        first = max(request.first_nonce, mined)
+        fees = await tn.fee_fields(self._w3)
+        signed = []
+        for offset, intent in enumerate(request.intents):
+            tx = self._account.sign_transaction(
+                {**self._build(intent), **fees, "nonce": first + offset}
+            )
+            signed.append(
+                SignedTx(
+                    intent=intent,
+                    nonce=first + offset,
+                    tx_hash="0x" + tx.hash.hex().removeprefix("0x"),
+                    raw="0x" + tx.raw_transaction.hex().removeprefix("0x"),
+                )
+            )
+        return signed
+
+    @activity.defn(name=ids.BROADCAST_TRANSACTIONS)
+    @classified
+    async def broadcast_transactions(self, txs: list[SignedTx]) -> list[BroadcastOutcome]:
+        """Send the recorded bytes in nonce order. Safe to retry: re-sending a transaction
+        the node already has is answered "already known" / "nonce too low", counted as sent."""
+        outcomes = []
+        for tx in sorted(txs, key=lambda t: t.nonce):
+            outcomes.append(BroadcastOutcome(tx.tx_hash, tx.nonce, await self._send_raw(tx)))
+        return outcomes
+
+    @activity.defn(name=ids.FILL_NONCE_GAPS)
+    @classified
+    async def fill_nonce_gaps(self, request: FillNoncesInput) -> None:
+        """Use each refused nonce with a zero-value self-transfer so later nonces can mine.
+        Safe to retry: a nonce already used (by the filler or anything) is left alone."""
+        fees = await tn.fee_fields(self._w3)
+        own = self._account.address
+        for nonce in request.nonces:
+            filler = self._account.sign_transaction(
+                {
+                    "to": own,
+                    "value": 0,
+                    "gas": GasLimit.TRANSFER_ETH,
+                    "nonce": nonce,
+                    "chainId": self._deployment.chain_id,
+                    **fees,
+                }
+            )
+            try:
+                await self._w3.eth.send_raw_transaction(filler.raw_transaction)
+            except Web3RPCError as err:
+                if not _already_have(err):
+                    raise
+            log.warning("NONCE_GAP_FILLED", nonce=nonce, address=own)
+
+    @activity.defn(name=ids.WAIT_FOR_RECEIPTS)
+    @classified
+    async def wait_for_receipts(self, request: WaitForReceiptsInput) -> ChainSendsMined:
+        """Poll until every tx has a receipt; report the reverted ones by name.
+
+        Read-only (the txs were broadcast before this runs), so safe to retry. A tx whose
+        nonce was used by another tx (replaced or dropped) is reported as reverted, and the
+        workflow re-reads the chain instead of waiting forever.
+        """
+        pending = {tx.tx_hash: tx for tx in request.txs}
+        receipts = {}
+        nonce_used_since: dict[str, float] = {}
+        loop = asyncio.get_running_loop()
+        while pending:
+            for tx_hash, tx in list(pending.items()):
+                try:
+                    receipts[tx_hash] = await self._w3.eth.get_transaction_receipt(tx_hash)
+                    del pending[tx_hash]
+                except TransactionNotFound:
+                    if await self._nonce_used(tx.nonce):
+                        first_seen = nonce_used_since.setdefault(tx_hash, loop.time())
+                        if loop.time() - first_seen > DROPPED_AFTER_SECONDS:
+                            receipts[tx_hash] = None
+                            del pending[tx_hash]
+            activity.heartbeat(len(receipts))
+            if pending:
+                await asyncio.sleep(RECEIPT_POLL_SECONDS)
+        reverted = []
+        for tx in request.txs:
+            receipt = receipts[tx.tx_hash]
+            if receipt is None:
+                reverted.append(f"{tx.intent.kind}: dropped (nonce {tx.nonce} used by another tx)")
+            elif receipt["status"] != 1:
+                reverted.append(f"{tx.intent.kind}: {await self._revert_reason(tx, receipt)}")
+        return ChainSendsMined(reverted=tuple(reverted))
+
+    def _build(self, intent: TxIntent) -> UnsignedTx:
+        deployment = self._deployment
+        match intent.kind:
+            case SendKind.APPROVE:
+                # Unlimited allowance for our own TokenNetwork: per-channel approvals from
+                # parallel workflows would overwrite each other.
+                return tn.build_approve(deployment, MAX_ALLOWANCE)
+            case SendKind.OPEN_CHANNEL:
+                assert intent.partner is not None
+                return tn.build_open_channel(
+                    deployment, to_checksum_address(intent.partner), self._settle_timeout
+                )
+            case SendKind.SET_TOTAL_DEPOSIT:
+                assert intent.channel_id is not None and intent.total_deposit is not None
+                return tn.build_set_total_deposit(
+                    deployment, intent.channel_id, self._account.address, intent.total_deposit
+                )
+        raise ValueError(f"unknown intent {intent.kind}")
+
+    async def _send_raw(self, tx: SignedTx) -> str | None:
+        try:
+            await self._w3.eth.send_raw_transaction(tx.raw)
+        except Web3RPCError as err:
+            if _already_have(err) and await self._is_known(tx.tx_hash):
+                return None
+            return str(err)
+        return None
+
+    async def _is_known(self, tx_hash: str) -> bool:
+        try:
+            await self._w3.eth.get_transaction(tx_hash)
+        except TransactionNotFound:
+            return False
+        return True
+
+    async def _nonce_used(self, nonce: int) -> bool:
+        return await self._w3.eth.get_transaction_count(self._account.address, "latest") > nonce
+
+    async def _revert_reason(self, tx: SignedTx, receipt: dict) -> str:
+        unsigned = dict(self._build(tx.intent))
+        error = await tn._replay_error(self._w3, self._account.address, unsigned, receipt)
+        return error.name if error else "reverted"
+
+
+def _already_have(err: Web3RPCError) -> bool:
+    message = str(err).lower()
+    return any(marker in message for marker in _ALREADY_HAVE)

@@ -1,0 +1,161 @@
+"""The connector's side of provisioning: start or attach the peer's workflow on every
+authenticated link, and keep the view of each peer's channel that /health and settlement read.
+
+The view is rebuilt from Temporal (list by search attribute, then `status` queries) when the
+connector starts, so a restart opens nothing: the workflows already know every channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, replace
+
+import structlog
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
+from temporalio.service import RPCError
+
+from workflows import ids
+from workflows.channel import ChannelWorkflow
+from workflows.messages import ChannelParams, ChannelStatus, SettlementReady
+from workflows.provisioning.state import Stage
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ChannelView:
+    """What the connector knows of one peer's channel."""
+
+    peer_id: str
+    token: str
+    stage: str
+    channel_id: str | None = None
+    our_deposit: int = 0
+    their_deposit: int = 0
+    last_error: str | None = None
+
+    @property
+    def is_ready(self) -> bool:
+        return self.stage == Stage.READY
+
+
+class ChannelRegistry:
+    """Per-peer channel views; written by the readiness activity and by rebuilds."""
+
+    def __init__(self) -> None:
+        self._views: dict[str, ChannelView] = {}
+        self._ready_events: dict[str, asyncio.Event] = {}
+
+    def mark_ready(self, ready: SettlementReady) -> bool:
+        """Set the peer READY; True when this is news (first time, or another channel)."""
+        previous = self._views.get(ready.peer_id)
+        view = ChannelView(
+            peer_id=ready.peer_id,
+            token=ready.token,
+            stage=Stage.READY,
+            channel_id=ready.channel_id,
+            our_deposit=int(ready.our_deposit),
+            their_deposit=int(ready.their_deposit),
+        )
+        self._views[ready.peer_id] = view
+        self._event(ready.peer_id).set()
+        return previous is None or not previous.is_ready or previous.channel_id != view.channel_id
+
+    def record_status(self, status: ChannelStatus) -> None:
+        view = ChannelView(
+            peer_id=status.peer_id,
+            token=status.token,
+            stage=status.stage,
+            channel_id=status.channel_id,
+            our_deposit=int(status.our_deposit),
+            their_deposit=int(status.their_deposit),
+            last_error=status.last_error,
+        )
+        self._views[status.peer_id] = view
+        if view.is_ready:
+            self._event(status.peer_id).set()
+
+    def record_stage(self, peer_id: str, token: str, stage: str) -> None:
+        current = self._views.get(peer_id)
+        if current is None:
+            self._views[peer_id] = ChannelView(peer_id=peer_id, token=token, stage=stage)
+        elif not current.is_ready:
+            self._views[peer_id] = replace(current, stage=stage)
+
+    def view(self, peer_id: str) -> ChannelView | None:
+        return self._views.get(peer_id)
+
+    def views(self) -> list[ChannelView]:
+        return list(self._views.values())
+
+    async def wait_ready(self, peer_id: str) -> ChannelView:
+        await self._event(peer_id).wait()
+        return self._views[peer_id]
+
+    def _event(self, peer_id: str) -> asyncio.Event:
+        return self._ready_events.setdefault(peer_id, asyncio.Event())
+
+
+class ChannelProvisioner:
+    """Starts or attaches `channel/<node>/<peer>/<token>` and signals `peer_connected`."""
+
+    def __init__(
+        self,
+        client: Client,
+        registry: ChannelRegistry,
+        params_for_peer: dict[str, ChannelParams],
+    ) -> None:
+        self._client = client
+        self._registry = registry
+        self._params = params_for_peer
+
+    async def peer_connected(self, peer_id: str) -> None:
+        """Signal-with-start: one run per id, attached to if running, never a second one."""
+        params = self._params.get(peer_id)
+        if params is None:
+            return
+        workflow_id = ids.channel_workflow_id(params.node_id, params.peer_id, params.token)
+        await self._client.start_workflow(
+            ChannelWorkflow.run,
+            params,
+            id=workflow_id,
+            task_queue=ids.provisioning_task_queue(params.node_id),
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            start_signal=ids.SIGNAL_PEER_CONNECTED,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(ids.NODE_ID, params.node_id),
+                    SearchAttributePair(ids.PEER_ID, params.peer_id),
+                    SearchAttributePair(ids.STAGE, Stage.CHECKING_CONFIG.value),
+                ]
+            ),
+            memo={"peerAddress": params.peer_address or "", "token": params.token},
+            static_summary=f"{params.token} channel {params.node_id} ↔ {params.peer_id}",
+        )
+        self._registry.record_stage(peer_id, params.token, Stage.CHECKING_CONFIG)
+        log.info("CHANNEL_PROVISIONING_SIGNALLED", peerId=peer_id, workflowId=workflow_id)
+
+    async def rebuild(self, node_id: str) -> int:
+        """Load every running channel workflow of this node into the registry."""
+        query = (
+            f'WorkflowType = "{ids.CHANNEL_WORKFLOW}" AND NodeId = "{node_id}" '
+            'AND ExecutionStatus = "Running"'
+        )
+        count = 0
+        async for execution in self._client.list_workflows(query):
+            if execution.status is not WorkflowExecutionStatus.RUNNING:
+                continue
+            handle = self._client.get_workflow_handle(execution.id)
+            try:
+                status = await handle.query(ids.QUERY_STATUS, result_type=ChannelStatus)
+            except RPCError as err:
+                log.warning("CHANNEL_STATUS_UNAVAILABLE", workflowId=execution.id, error=str(err))
+                continue
+            self._registry.record_status(status)
+            count += 1
+        return count

@@ -1,0 +1,125 @@
+"""WalletSequencer: the one place nonces of a treasury wallet are allocated.
+
+One workflow per (chain, address). Channel workflows submit batches of intents by Update;
+the sequencer queues them, and for everything queued so far assigns consecutive nonces in
+its own history, signs them in one activity (raw bytes and hashes land in history) and
+broadcasts them in a second one, so many peers provisioning at once pipeline into the same
+block without ever colliding on a nonce. A transaction the node refuses outright leaves a
+hole; the sequencer fills it with a zero-value self-transfer so later nonces still mine.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from workflows import ids
+    from workflows.messages import (
+        BroadcastOutcome,
+        FillNoncesInput,
+        SequencerParams,
+        SignedTx,
+        SignInput,
+        SubmitRequest,
+        SubmitResult,
+    )
+
+RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+)
+# Answers kept for repeated submissions (a submitter retried after a crash).
+REMEMBERED_RESULTS = 500
+MAX_HISTORY_EVENTS = 5_000
+
+
+@workflow.defn(name=ids.SEQUENCER_WORKFLOW)
+class WalletSequencer:
+    @workflow.init
+    def __init__(self, params: SequencerParams) -> None:
+        self._next_nonce = params.next_nonce
+        self._queue: list[SubmitRequest] = []
+        self._results: dict[str, SubmitResult] = dict(params.remembered)
+
+    @workflow.update(name=ids.UPDATE_SUBMIT)
+    async def submit(self, request: SubmitRequest) -> SubmitResult:
+        if request.request_id not in self._results and all(
+            queued.request_id != request.request_id for queued in self._queue
+        ):
+            self._queue.append(request)
+        await workflow.wait_condition(lambda: request.request_id in self._results)
+        return self._results[request.request_id]
+
+    @workflow.run
+    async def run(self, params: SequencerParams) -> None:
+        if self._next_nonce is None:
+            self._next_nonce = await workflow.execute_activity(
+                ids.READ_NEXT_NONCE,
+                result_type=int,
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=RETRY,
+            )
+        while True:
+            await workflow.wait_condition(lambda: bool(self._queue) or self._history_is_long())
+            if not self._queue:
+                await workflow.wait_condition(
+                    lambda: workflow.all_handlers_finished() or bool(self._queue)
+                )
+                if not self._queue:
+                    workflow.continue_as_new(
+                        SequencerParams(
+                            node_id=params.node_id,
+                            next_nonce=self._next_nonce,
+                            remembered=self._recent_results(),
+                        )
+                    )
+            batch, self._queue = self._queue, []
+            await self._process(batch)
+
+    async def _process(self, batch: list[SubmitRequest]) -> None:
+        intents = tuple(intent for request in batch for intent in request.intents)
+        signed: list[SignedTx] = await workflow.execute_activity(
+            ids.SIGN_TRANSACTIONS,
+            SignInput(intents, self._next_nonce),
+            result_type=list[SignedTx],
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RETRY,
+        )
+        # The signer may skip ahead if the chain shows the wallet used elsewhere.
+        self._next_nonce = signed[-1].nonce + 1
+        outcomes: list[BroadcastOutcome] = await workflow.execute_activity(
+            ids.BROADCAST_TRANSACTIONS,
+            signed,
+            result_type=list[BroadcastOutcome],
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RETRY,
+        )
+        refused = {o.tx_hash: o.error for o in outcomes if o.error is not None}
+        if refused:
+            await workflow.execute_activity(
+                ids.FILL_NONCE_GAPS,
+                FillNoncesInput(tuple(o.nonce for o in outcomes if o.error is not None)),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RETRY,
+            )
+        position = 0
+        for request in batch:
+            txs = tuple(signed[position : position + len(request.intents)])
+            position += len(request.intents)
+            errors = [refused[tx.tx_hash] for tx in txs if tx.tx_hash in refused]
+            self._results[request.request_id] = SubmitResult(
+                txs=txs, refused="; ".join(errors) if errors else None
+            )
+
+    def _recent_results(self) -> tuple[tuple[str, SubmitResult], ...]:
+        return tuple(self._results.items())[-REMEMBERED_RESULTS:]
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() > (
+            MAX_HISTORY_EVENTS
+        )
