@@ -20,7 +20,38 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     _add_chain_commands(commands)
+    _add_connector_command(commands)
+    _add_worker_command(commands)
     return parser
+
+
+def _add_worker_command(commands: argparse._SubParsersAction) -> None:
+    worker = commands.add_parser(
+        "worker",
+        help="run the node's provisioning workers apart from its connector (several may run)",
+    )
+    worker.add_argument("--config", type=Path, required=True, help="node YAML config")
+    worker.set_defaults(run=_run_worker)
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    from worker.command import worker_command
+
+    return worker_command(args)
+
+
+def _add_connector_command(commands: argparse._SubParsersAction) -> None:
+    connector = commands.add_parser(
+        "connector", help="run an ILP connector node until SIGTERM/SIGINT"
+    )
+    connector.add_argument("--config", type=Path, required=True, help="node YAML config")
+    connector.set_defaults(run=_run_connector)
+
+
+def _run_connector(args: argparse.Namespace) -> int:
+    from connector.node_command import connector_command
+
+    return connector_command(args)
 
 
 def _add_chain_commands(commands: argparse._SubParsersAction) -> None:

@@ -9,15 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
-from web3 import AsyncWeb3
+from web3 import AsyncHTTPProvider, AsyncWeb3
 
+from activities import token_network as tn
 from activities.chain import ChainActivities
 from activities.connector import ConnectorActivities
+from activities.deployment import chain_id_of, read_deployment
 from activities.sequencer import SequencerClientActivities
 from activities.token_network import Deployment
+from connector.config import NodeConfig, SettlementConfig, TemporalConfig
 from workflows import ids
 from workflows.channel import ChannelWorkflow
 from workflows.sequencer import WalletSequencer
@@ -91,4 +96,48 @@ def connector_worker(client: Client, node_id: str, connector: ConnectorActivitie
         task_queue=ids.connector_task_queue(node_id),
         activities=[connector.mark_settlement_ready],
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+
+
+class SettlementDisabled(RuntimeError):
+    """The node has no `settlement` block with `enableSettlement: true`."""
+
+
+async def connect_temporal(config: TemporalConfig) -> Client:
+    return await Client.connect(
+        config.address, namespace=config.namespace, data_converter=pydantic_data_converter
+    )
+
+
+async def chain_context_from_config(config: NodeConfig) -> ChainContext:
+    """Web3 client, treasury signer and deployment of a node, from its settlement block."""
+    settlement = config.settlement
+    if settlement is None or not settlement.enable_settlement:
+        raise SettlementDisabled(f"node {config.node_id} has settlement disabled")
+    assert settlement.rpc_url is not None and settlement.private_key is not None
+    w3 = AsyncWeb3(AsyncHTTPProvider(settlement.rpc_url))
+    deployment = await _deployment(w3, settlement)
+    account = Account.from_key(settlement.private_key.get_secret_value())
+    return ChainContext(config.node_id, w3, account, deployment, settlement.settle_timeout)
+
+
+async def _deployment(w3: AsyncWeb3, settlement: SettlementConfig) -> Deployment:
+    if settlement.deployment_file is not None:
+        return read_deployment(settlement.deployment_file)
+    assert settlement.registry_address and settlement.token_address and settlement.rpc_url
+    chain_id = settlement.chain_id or await chain_id_of(w3, settlement.rpc_url)
+    token_network = settlement.token_network_address or await tn.get_token_network(
+        w3, settlement.registry_address, settlement.token_address
+    )
+    if token_network is None:
+        raise SettlementDisabled(
+            f"registry {settlement.registry_address} has no TokenNetwork for token "
+            f"{settlement.token_address}"
+        )
+    return Deployment(
+        chain_id=chain_id,
+        registry=settlement.registry_address,
+        token=settlement.token_address,
+        token_network=token_network,
+        deployed_block=0,
     )
