@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
+from datetime import timedelta
 
 import structlog
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -25,6 +26,8 @@ from workflows.messages import ChannelParams, ChannelStatus, SettlementReady
 from workflows.provisioning.state import Stage
 
 log = structlog.get_logger(__name__)
+
+QUERY_TIMEOUT = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -152,10 +155,20 @@ class ChannelProvisioner:
                 continue
             handle = self._client.get_workflow_handle(execution.id)
             try:
-                status = await handle.query(ids.QUERY_STATUS, result_type=ChannelStatus)
+                status = await handle.query(
+                    ids.QUERY_STATUS, result_type=ChannelStatus, rpc_timeout=QUERY_TIMEOUT
+                )
             except RPCError as err:
+                # No worker answering: the search attributes still tell stage and channel.
                 log.warning("CHANNEL_STATUS_UNAVAILABLE", workflowId=execution.id, error=str(err))
-                continue
-            self._registry.record_status(status)
+                attributes = execution.typed_search_attributes
+                peer_id = attributes.get(ids.PEER_ID)
+                if peer_id is None:
+                    continue
+                self._registry.record_stage(
+                    peer_id, execution.id.rsplit("/", 1)[-1], attributes.get(ids.STAGE) or "?"
+                )
+            else:
+                self._registry.record_status(status)
             count += 1
         return count

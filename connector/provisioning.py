@@ -1,0 +1,112 @@
+"""The connector process's share of provisioning, assembled in one place.
+
+On start it connects to Temporal, starts this node's workers (the provisioning and wallet
+workers unless `temporal.runWorker` is false, and always the connector's own queue, which
+is how READY reaches this process), rebuilds the channel views from the workflows, and from
+then on turns every authenticated peer link into a signal-with-start of the peer's workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.connector import ConnectorActivities
+from connector.channels import ChannelProvisioner, ChannelRegistry
+from connector.config import NodeConfig
+from worker.run import (
+    ChainContext,
+    build_workers,
+    chain_context_from_config,
+    connect_temporal,
+    connector_worker,
+)
+from workflows.messages import ChannelParams
+
+log = structlog.get_logger(__name__)
+
+
+def channel_params_from_config(
+    config: NodeConfig, chain: ChainContext, funds_recheck_seconds: float = 60.0
+) -> dict[str, ChannelParams]:
+    """One ChannelParams per configured peer: its first preferred token, and a deposit
+    target of `initialDepositMultiplier` times the peer's settlement threshold."""
+    settlement = config.settlement
+    assert settlement is not None
+    params = {}
+    for peer in config.peers:
+        threshold = config.settlement_threshold_for(peer.id) or settlement.threshold
+        params[peer.id] = ChannelParams(
+            node_id=config.node_id,
+            peer_id=peer.id,
+            token=peer.preferred_tokens[0],
+            chain_id=chain.deployment.chain_id,
+            token_network=chain.deployment.token_network,
+            our_address=chain.account.address,
+            peer_address=peer.evm_address,
+            deposit_target=settlement.initial_deposit_multiplier * threshold,
+            funds_recheck_seconds=funds_recheck_seconds,
+        )
+    return params
+
+
+class ProvisioningRuntime:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.registry = ChannelRegistry()
+        self._client: Client | None = None
+        self._provisioner: ChannelProvisioner | None = None
+        self._workers: list[Worker] = []
+        self._runs: list[asyncio.Task[None]] = []
+        self._signals: set[asyncio.Task[None]] = set()
+
+    @property
+    def client(self) -> Client:
+        assert self._client is not None, "provisioning not started"
+        return self._client
+
+    async def start(self) -> None:
+        config = self.config
+        chain = await chain_context_from_config(config)
+        self._client = await connect_temporal(config.temporal)
+        connector = ConnectorActivities(self.registry)
+        if config.temporal.run_worker:
+            self._workers = build_workers(self._client, chain, connector)
+        else:
+            self._workers = [connector_worker(self._client, config.node_id, connector)]
+        self._runs = [asyncio.create_task(worker.run()) for worker in self._workers]
+        self._provisioner = ChannelProvisioner(
+            self._client, self.registry, channel_params_from_config(config, chain)
+        )
+        rebuilt = await self._provisioner.rebuild(config.node_id)
+        log.info(
+            "PROVISIONING_STARTED",
+            nodeId=config.node_id,
+            wallet=chain.account.address,
+            channelsKnown=rebuilt,
+            workers=len(self._workers),
+        )
+
+    def peer_connected(self, peer_id: str) -> None:
+        """Called on every authenticated link; never blocks the link on Temporal."""
+        task = asyncio.create_task(self._signal(peer_id))
+        self._signals.add(task)
+        task.add_done_callback(self._signals.discard)
+
+    async def _signal(self, peer_id: str) -> None:
+        assert self._provisioner is not None
+        try:
+            await self._provisioner.peer_connected(peer_id)
+        except Exception as err:
+            # Temporal down: the next reconnect signals again; packets forward meanwhile.
+            log.error("CHANNEL_PROVISIONING_SIGNAL_FAILED", peerId=peer_id, error=str(err))
+
+    async def stop(self) -> None:
+        if self._signals:
+            await asyncio.gather(*self._signals, return_exceptions=True)
+        await asyncio.gather(*(worker.shutdown() for worker in self._workers))
+        await asyncio.gather(*self._runs, return_exceptions=True)
+        self._workers, self._runs = [], []
