@@ -32,6 +32,7 @@ from connector.btp.client import BtpClient
 from connector.btp.connection import BtpLink
 from connector.btp.errors import BtpRefused
 from connector.btp.server import BtpServer
+from connector.channels import ChannelRegistry
 from connector.codec import ilp
 from connector.codec.btp import ProtocolData
 from connector.codec.errors import CodecError
@@ -86,8 +87,10 @@ class NodeEvents:
 
 
 class ConnectorNode:
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, channels: ChannelRegistry | None = None) -> None:
         self.config = config
+        # Filled by provisioning (connector/provisioning.py) when settlement is enabled.
+        self.channels = channels
         self.events = NodeEvents()
         self._peers = {peer.id: peer for peer in config.peers}
         self._links: dict[str, BtpLink] = {}
@@ -297,17 +300,26 @@ class ConnectorNode:
     # --- HealthSource ---------------------------------------------------------------------------
 
     def health_snapshot(self) -> HealthSnapshot:
+        views = {view.peer_id: view for view in self.channels.views()} if self.channels else {}
+        peers = {}
+        for peer in self.config.peers:
+            view = views.get(peer.id)
+            peers[peer.id] = PeerHealth(
+                connected=self.is_connected(peer.id),
+                relation=peer.relation,
+                direction="outbound" if peer.is_outbound else "inbound",
+                stage=view.stage if view else None,
+                channel_id=view.channel_id if view else None,
+                token=view.token if view else None,
+                our_deposit=view.our_deposit if view and view.channel_id else None,
+                their_deposit=view.their_deposit if view and view.channel_id else None,
+            )
         return HealthSnapshot(
             node_id=self.config.node_id,
             btp_listening=self._server is not None,
-            peers={
-                peer.id: PeerHealth(
-                    connected=self.is_connected(peer.id),
-                    relation=peer.relation,
-                    direction="outbound" if peer.is_outbound else "inbound",
-                )
-                for peer in self.config.peers
-            },
+            peers=peers,
+            channels_open=sum(1 for view in views.values() if view.is_ready),
+            total_channels=sum(1 for view in views.values() if view.channel_id is not None),
         )
 
     # --- AdminSource ----------------------------------------------------------------------------
