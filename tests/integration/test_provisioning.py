@@ -8,61 +8,12 @@ import asyncio
 import uuid
 from contextlib import AsyncExitStack
 
-from eth_account.signers.local import LocalAccount
 from temporalio.client import Client
 from web3 import AsyncWeb3
 
 from activities import token_network as tn
-from activities.connector import ConnectorActivities
 from activities.token_network import Deployment
-from connector.channels import ChannelProvisioner, ChannelRegistry
-from worker.run import ChainContext, build_workers
-from workflows import ids
-from workflows.messages import ChannelParams, ChannelStatus
-
-TARGET = 10 * 10**18
-SETTLE_TIMEOUT = 40
-
-
-class Node:
-    """One side of a link: its registry, provisioner and running workers."""
-
-    def __init__(self, node_id: str, account: LocalAccount, client: Client) -> None:
-        self.node_id = node_id
-        self.account = account
-        self.client = client
-        self.registry = ChannelRegistry()
-
-    async def start(
-        self, stack: AsyncExitStack, w3: AsyncWeb3, deployment: Deployment, peers: dict
-    ) -> None:
-        context = ChainContext(self.node_id, w3, self.account, deployment, SETTLE_TIMEOUT)
-        for worker in build_workers(self.client, context, ConnectorActivities(self.registry)):
-            await stack.enter_async_context(worker)
-        self.provisioner = ChannelProvisioner(
-            self.client,
-            self.registry,
-            {
-                peer_id: ChannelParams(
-                    node_id=self.node_id,
-                    peer_id=peer_id,
-                    token="M2M",
-                    chain_id=deployment.chain_id,
-                    token_network=deployment.token_network,
-                    our_address=self.account.address,
-                    peer_address=address,
-                    deposit_target=TARGET,
-                    funds_recheck_seconds=1.0,
-                )
-                for peer_id, address in peers.items()
-            },
-        )
-
-    async def status(self, peer_id: str) -> ChannelStatus:
-        handle = self.client.get_workflow_handle(
-            ids.channel_workflow_id(self.node_id, peer_id, "M2M")
-        )
-        return await handle.query(ids.QUERY_STATUS, result_type=ChannelStatus)
+from tests.integration.provisioning_node import TARGET, Node
 
 
 async def test_both_ends_race_one_channel_each_deposits_its_target(
