@@ -227,12 +227,14 @@ class SettlementConfig(_Section):
             return data
         if "privateKey" in data or "private_key" in data:
             raise _field_error("privateKey", "not allowed in YAML; set privateKeyEnv instead")
+        if not _needs_private_key(info):
+            return data
         name = data.get("privateKeyEnv", data.get("private_key_env", DEFAULT_PRIVATE_KEY_ENV))
         key = environ.get(name) if isinstance(name, str) else None
         return {**data, "private_key": key} if key else data
 
     @model_validator(mode="after")
-    def _check_enabled(self) -> SettlementConfig:
+    def _check_enabled(self, info: ValidationInfo) -> SettlementConfig:
         if not self.enable_settlement:
             return self
         if self.rpc_url is None:
@@ -245,6 +247,8 @@ class SettlementConfig(_Section):
                 "required when enableSettlement is true, unless registryAddress and "
                 "tokenAddress are both given",
             )
+        if self.private_key is None and not _needs_private_key(info):
+            return self
         if self.private_key is None:
             raise _field_error(
                 "privateKeyEnv",
@@ -258,6 +262,10 @@ class SettlementConfig(_Section):
                 "(0x + 64 hex digits)",
             )
         return self
+
+
+def _needs_private_key(info: ValidationInfo) -> bool:
+    return bool((info.context or {}).get("need_private_key", True))
 
 
 class HealthConfig(_Section):
@@ -388,9 +396,17 @@ def _interpolate(value: Any, path: str, environ: Mapping[str, str]) -> Any:
 
 
 def parse_config(
-    text: str, environ: Mapping[str, str] | None = None, source: str = "config"
+    text: str,
+    environ: Mapping[str, str] | None = None,
+    source: str = "config",
+    *,
+    need_private_key: bool = True,
 ) -> NodeConfig:
-    """Validate YAML text; `${VAR}` and `${VAR:-default}` come from `environ`."""
+    """Validate YAML text; `${VAR}` and `${VAR:-default}` come from `environ`.
+
+    `need_private_key=False` is for operator commands that only read state (`paychan
+    channels`): the treasury key is then neither required nor read.
+    """
     env = os.environ if environ is None else environ
     try:
         raw = yaml.safe_load(text)
@@ -402,25 +418,32 @@ def parse_config(
         raise ConfigError(f"{source}: expected a mapping of settings at the top level")
     data = _interpolate(raw, "", env)
     try:
-        return NodeConfig.model_validate(data, context={"environ": env})
+        return NodeConfig.model_validate(
+            data, context={"environ": env, "need_private_key": need_private_key}
+        )
     except ValidationError as exc:
         # Only the first problem: one clear line. `from None` keeps pydantic's rendering,
         # which may quote input values, out of any traceback.
         raise ConfigError(_describe(exc.errors()[0])) from None
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
+def load_config(
+    path: str | Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    need_private_key: bool = True,
+) -> NodeConfig:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
-    return parse_config(text, environ, source=str(path))
+    return parse_config(text, environ, source=str(path), need_private_key=need_private_key)
 
 
-def load_config_or_exit(path: str | Path) -> NodeConfig:
+def load_config_or_exit(path: str | Path, *, need_private_key: bool = True) -> NodeConfig:
     """For CLI commands: the config, or one line on stderr and exit code 2."""
     try:
-        return load_config(path)
+        return load_config(path, need_private_key=need_private_key)
     except ConfigError as exc:
         _exit_with(f"paychan: config error: {exc}")
 

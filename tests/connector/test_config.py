@@ -148,6 +148,16 @@ def test_example_without_its_treasury_key_names_the_variable() -> None:
     )
 
 
+def test_read_only_commands_load_an_example_without_reading_its_treasury_key() -> None:
+    environ = {"PEER5_TREASURY_EVM_PRIVATE_KEY": KEY}
+    config = load_config(EXAMPLES / "peer5.yaml", {}, need_private_key=False)
+    keyless = load_config(EXAMPLES / "peer5.yaml", environ, need_private_key=False)
+
+    assert config.settlement is not None and config.settlement.enable_settlement
+    assert config.settlement.private_key is None
+    assert keyless.settlement is not None and keyless.settlement.private_key is None
+
+
 # --- values and defaults ------------------------------------------------------------------
 
 
