@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     _add_chain_commands(commands)
+    _add_channel_commands(commands)
     _add_connector_command(commands)
     _add_worker_command(commands)
     return parser
@@ -85,6 +86,67 @@ def _run_fund(args: argparse.Namespace) -> int:
     from connector.chain_commands import fund_command
 
     return fund_command(args)
+
+
+def _add_channel_commands(commands: argparse._SubParsersAction) -> None:
+    config_help = "node YAML config (the treasury key is not needed)"
+    channels = commands.add_parser(
+        "channels",
+        help="table of this node's peers: stage, channel, deposits, last error, shortfall",
+    )
+    channels.add_argument("--config", type=Path, required=True, help=config_help)
+    channels.add_argument(
+        "--json", action="store_true", help="JSON document (full channel ids, wei strings)"
+    )
+    channels.add_argument(
+        "--query-timeout",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="wait this long for a worker to answer each status query (default 3)",
+    )
+    channels.set_defaults(run=_run_channels)
+
+    retry = commands.add_parser(
+        "retry",
+        help="signal `retry` to a peer's channel workflow (after funding, or after FAILED)",
+    )
+    retry.add_argument("peer", help="peer id from the config")
+    retry.add_argument("--config", type=Path, required=True, help=config_help)
+    retry.set_defaults(run=_run_retry)
+
+    cancel = commands.add_parser(
+        "cancel",
+        help="cancel a peer's channel workflow (Temporal cancellation; it stops cleanly)",
+    )
+    cancel.add_argument("peer", help="peer id from the config")
+    cancel.add_argument("--config", type=Path, required=True, help=config_help)
+    cancel.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="wait this long for the workflow to stop (default 10)",
+    )
+    cancel.set_defaults(run=_run_cancel)
+
+
+def _run_channels(args: argparse.Namespace) -> int:
+    from connector.channel_commands import channels_command
+
+    return channels_command(args)
+
+
+def _run_retry(args: argparse.Namespace) -> int:
+    from connector.channel_commands import retry_command
+
+    return retry_command(args)
+
+
+def _run_cancel(args: argparse.Namespace) -> int:
+    from connector.channel_commands import cancel_command
+
+    return cancel_command(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
