@@ -166,10 +166,15 @@ class ChannelWorkflow:
         )
 
     async def _send(self, request_id: str, intents: tuple) -> Change:
+        info = workflow.info()
+        # Stable across activity retries and continue-as-new (which carries the send sequence),
+        # new for a fresh start of the same id after a cancel: its sequence restarts at 1 and
+        # must not be answered with the old run's (possibly reverted) transactions.
+        batch_id = f"{info.workflow_id}/{info.first_execution_run_id}/{request_id}"
         try:
             submitted = await workflow.execute_activity(
                 ids.SUBMIT_TRANSACTIONS,
-                SubmitRequest(f"{workflow.info().workflow_id}/{request_id}", intents),
+                SubmitRequest(batch_id, intents),
                 result_type=SubmitResult,
                 start_to_close_timeout=timedelta(seconds=60),
                 heartbeat_timeout=timedelta(seconds=10),

@@ -98,5 +98,8 @@ class Node:
             if status.stage == stage:
                 return status
             if loop.time() > deadline:
-                raise TimeoutError(f"{peer_id} stuck in {status.stage}, waited for {stage}")
+                raise TimeoutError(
+                    f"{peer_id} stuck in {status.stage} (last error: {status.last_error}), "
+                    f"waited for {stage}"
+                )
             await asyncio.sleep(0.05)
