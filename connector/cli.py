@@ -23,7 +23,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_channel_commands(commands)
     _add_connector_command(commands)
     _add_worker_command(commands)
+    _add_demo_command(commands)
     return parser
+
+
+def _add_demo_command(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="Temporal dev server + anvil + contracts + the 5-node line; channels READY, then traffic",
+    )
+    demo.add_argument("--workdir", type=Path, default=Path(".demo"), help="state and logs")
+    demo.add_argument("--payments", type=int, default=100, help="payments peer1 -> peer5")
+    demo.add_argument(
+        "--exit-after-traffic", action="store_true", help="stop once the payments are answered"
+    )
+    demo.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from connector.demo import demo_command
+
+    return demo_command(args)
 
 
 def _add_worker_command(commands: argparse._SubParsersAction) -> None:
