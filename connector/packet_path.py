@@ -3,14 +3,15 @@
 A Prepare from a peer runs, outermost first:
 
     Reject --> IncomingValidator --> PeerProtocol --> MaxAmount --> IncomingBalance
-           --> LocalDelivery --> Receiver                               (our own address)
-                             \\-> Router --> Fee --> OutgoingBalance --> Expiry
-                                                 --> FulfillmentValidator --> Peer (BTP link)
+           --> Router --> Receiver                                     (routed to this node)
+                      \\-> Fee --> OutgoingBalance --> Expiry --> FulfillmentValidator
+                                 --> Peer (BTP link)
 
 A Prepare this node sends itself (`PacketPath.originate`) skips what only makes sense for a
 packet someone else sent us (peer protocols, their packet maximum, their credit, our fee):
 
-    Reject --> IncomingValidator --> LocalDelivery --> Router --> OutgoingBalance --> ...
+    Reject --> IncomingValidator --> Router --> Receiver
+                                            \\-> OutgoingBalance --> Expiry --> ...
 
 Nothing here runs per packet: services are built once; the per-packet work is theirs.
 """
@@ -33,8 +34,8 @@ from connector.services.expiry import (
     ExpiryService,
 )
 from connector.services.fee import FeeService
-from connector.services.interface import Clock, IncomingService, utc_now
-from connector.services.local import LocalDeliveryService, ReceiverService
+from connector.services.interface import LOCAL, Clock, IncomingService, utc_now
+from connector.services.local import ReceiverService
 from connector.services.max_amount import MaxAmountService
 from connector.services.peer import Link, PeerService
 from connector.services.peer_protocol import PeerProtocolService
@@ -49,13 +50,15 @@ log = structlog.get_logger(__name__)
 class PacketPath:
     # Prepares received from peers (`IncomingRequest.from_peer` is the authenticated peer id).
     incoming: IncomingService
-    # Prepares this node originates (`from_peer` is `LOCAL_ORIGIN`); see `services.local.Sender`.
+    # Prepares this node originates (`from_peer` is `LOCAL`); see `services.local.Sender`.
     originate: IncomingService
     routing_table: RoutingTable
 
 
 def routing_table_from_config(config: NodeConfig) -> RoutingTable:
-    return RoutingTable((route.prefix, route.peer) for route in config.routes)
+    """Configured static routes, plus this node's own address routed to itself (`LOCAL`)."""
+    routes = [(route.prefix, route.peer) for route in config.routes]
+    return RoutingTable([(config.ilp_address, LOCAL), *routes])
 
 
 def receiver_secret_from_config(config: NodeConfig) -> bytes:
@@ -94,10 +97,9 @@ def build_packet_path(
 
     # --- incoming ------------------------------------------------------------------------
     receiver = ReceiverService(own_address, receiver_secret_from_config(config))
-    # Local delivery after the balance hold: packets paying this node are owed like any other.
-    delivered = LocalDeliveryService(own_address, receiver, RouterService(table, forwarded))
-    # Credit is held before routing, so a packet that cannot be paid for goes nowhere.
-    held = IncomingBalanceService(ledger, delivered)
+    # Credit is held before routing, so a packet that cannot be paid for goes nowhere, and
+    # a packet paying this node is owed like any other.
+    held = IncomingBalanceService(ledger, RouterService(table, forwarded, receiver))
     # The peer's packet maximum before its credit: an oversized packet never holds credit.
     limited = MaxAmountService({peer.id: peer.max_packet_amount for peer in config.peers}, held)
     # peer.* is answered on the link it came over, before any limit or balance applies.
@@ -106,7 +108,7 @@ def build_packet_path(
     incoming = RejectService(own_address, IncomingValidatorService(peer_protocols, clock))
 
     # --- this node's own packets: no fee, no peer credit, no peer protocols ----------------
-    own_delivered = LocalDeliveryService(own_address, receiver, RouterService(table, owed))
-    originate = RejectService(own_address, IncomingValidatorService(own_delivered, clock))
+    own_routed = RouterService(table, owed, receiver)
+    originate = RejectService(own_address, IncomingValidatorService(own_routed, clock))
 
     return PacketPath(incoming=incoming, originate=originate, routing_table=table)

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from connector.codec import ilp
 from connector.services.interface import (
-    LOCAL_ORIGIN,
+    LOCAL,
     IncomingRequest,
     IncomingService,
     OutgoingRequest,
@@ -44,7 +44,7 @@ class IncomingBalanceService:
     async def handle_request(self, request: IncomingRequest) -> Response:
         amount = request.prepare.amount
         peer = request.from_peer
-        if amount == 0 or peer == LOCAL_ORIGIN:
+        if amount == 0 or peer == LOCAL:
             return await self._next.handle_request(request)
         ledger = self._ledger
         ledger.hold_incoming(peer, amount)

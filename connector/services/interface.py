@@ -31,9 +31,10 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-# The `from_peer` of packets this node originates itself (its sender), never a configured peer
-# id: those are letters, digits, '_', '~' and '-' only.
-LOCAL_ORIGIN = "<local>"
+# This node, where a peer id would go: the `from_peer` of packets it originates itself (its
+# sender) and the next hop of packets addressed to it. Never a configured peer id: those are
+# letters, digits, '_', '~' and '-' only.
+LOCAL = "<local>"
 
 
 @dataclass(frozen=True, slots=True)

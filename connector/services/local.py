@@ -25,9 +25,10 @@ payment" to `g.peer5`): `data = "paychan/test-payment/v1" ‖ 16 random bytes` a
 compute that fulfillment, a connector on the path included, so a test payment shows that
 packets and balances flow end to end, not that the receiver got the money; keep them small.
 
-`LocalDeliveryService` sends packets for this node's address to the `ReceiverService` and
-everything else on. They do not hold balances (the balance service before them does), shorten
-expiries, or route; the receiver checks neither amount nor expiry beyond what came before it.
+The router hands the receiver what the routing table resolves to this node (`LOCAL`): its
+address and everything under it that no more specific route (a child peer) claims. The
+receiver does not hold balances (the balance service before the router does), shorten
+expiries, or route; it checks neither amount nor expiry beyond what came before it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from hashlib import sha256
 from connector.codec import ilp
 from connector.errors import UnexpectedPayment, WrongCondition
 from connector.services.interface import (
-    LOCAL_ORIGIN,
+    LOCAL,
     IncomingRequest,
     IncomingService,
     Response,
@@ -106,12 +107,6 @@ def make_test_prepare(
     return _prepare(node_address, amount, expires_at, data, TEST_PAYMENT_LABEL)
 
 
-def is_local_destination(own_address: str, destination: str) -> bool:
-    return destination == own_address or (
-        destination.startswith(own_address) and destination[len(own_address)] == "."
-    )
-
-
 class ReceiverService:
     """Fulfils Prepares for this node that it can derive the fulfillment of; F05/F06 otherwise."""
 
@@ -139,24 +134,6 @@ class ReceiverService:
                 f"receiver cannot fulfill this condition. destination={destination}"
             )
         return ilp.Fulfill(fulfillment, b"")
-
-
-class LocalDeliveryService:
-    """Packets for this node's address go to `receiver`; all others to `next_service`."""
-
-    __slots__ = ("_next", "_own_address", "_receiver")
-
-    def __init__(
-        self, own_address: str, receiver: IncomingService, next_service: IncomingService
-    ) -> None:
-        self._own_address = own_address
-        self._receiver = receiver
-        self._next = next_service
-
-    async def handle_request(self, request: IncomingRequest) -> Response:
-        if is_local_destination(self._own_address, request.prepare.destination):
-            return await self._receiver.handle_request(request)
-        return await self._next.handle_request(request)
 
 
 class Sender:
@@ -190,6 +167,4 @@ class Sender:
 
     async def send_prepare(self, prepare: ilp.Prepare) -> Response:
         """Any Prepare, e.g. one whose condition came from elsewhere."""
-        return await self._path.handle_request(
-            IncomingRequest(LOCAL_ORIGIN, prepare, ilp.encode(prepare))
-        )
+        return await self._path.handle_request(IncomingRequest(LOCAL, prepare, ilp.encode(prepare)))

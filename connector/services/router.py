@@ -1,7 +1,10 @@
-"""RouterService: picks the next hop by longest-prefix match and hands the packet outward.
+"""RouterService: picks the next hop by longest-prefix match and hands the packet on.
 
-F02 when no route matches ("no route found. source=… destination=…") and when the route
-leads back to the peer the packet came from. `peer.*` destinations never resolve.
+A destination that resolves to this node (`LOCAL`: our address, or under it with no more
+specific route) goes to the local receiver; any other goes out, as an `OutgoingRequest`, to
+the peer it resolves to. F02 when no route matches ("no route found. source=…
+destination=…") and when the route leads back to the peer the packet came from. `peer.*`
+destinations never resolve.
 
 It does not change amounts (`fee.py`) or expiries (`expiry.py`), touch balances, or check that
 the next hop's link is up (`peer.py`).
@@ -11,15 +14,24 @@ from __future__ import annotations
 
 from connector.errors import Unreachable
 from connector.routing import RoutingTable
-from connector.services.interface import IncomingRequest, OutgoingService, Response
+from connector.services.interface import (
+    LOCAL,
+    IncomingRequest,
+    IncomingService,
+    OutgoingService,
+    Response,
+)
 
 
 class RouterService:
-    __slots__ = ("_next", "_table")
+    __slots__ = ("_local", "_next", "_table")
 
-    def __init__(self, table: RoutingTable, next_service: OutgoingService) -> None:
+    def __init__(
+        self, table: RoutingTable, next_service: OutgoingService, local: IncomingService
+    ) -> None:
         self._table = table
         self._next = next_service
+        self._local = local
 
     async def handle_request(self, request: IncomingRequest) -> Response:
         destination = request.prepare.destination
@@ -28,6 +40,8 @@ class RouterService:
             raise Unreachable(
                 f"no route found. source={request.from_peer} destination={destination}"
             )
+        if next_hop == LOCAL:
+            return await self._local.handle_request(request)
         if next_hop == request.from_peer:
             raise Unreachable(
                 "refusing to route payments back to sender."

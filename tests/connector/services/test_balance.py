@@ -10,7 +10,7 @@ import pytest
 from connector.balances import AccountLimits, BalanceLedger
 from connector.errors import InsufficientLiquidity
 from connector.services.balance import IncomingBalanceService, OutgoingBalanceService
-from connector.services.interface import LOCAL_ORIGIN
+from connector.services.interface import LOCAL
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ async def test_own_packets_and_zero_amounts_hold_nothing(
     ledger, terminal, incoming, fulfill
 ) -> None:
     service = IncomingBalanceService(ledger, terminal(fulfill))
-    await service.handle_request(incoming(from_peer=LOCAL_ORIGIN, amount=10**6))
+    await service.handle_request(incoming(from_peer=LOCAL, amount=10**6))
     await service.handle_request(incoming(amount=0))
     assert ledger.snapshot("upstream").balance == 0
 

@@ -9,12 +9,10 @@ import pytest
 
 from connector.codec import ilp
 from connector.errors import UnexpectedPayment, WrongCondition
-from connector.services.interface import LOCAL_ORIGIN, IncomingRequest
+from connector.services.interface import LOCAL, IncomingRequest
 from connector.services.local import (
-    LocalDeliveryService,
     ReceiverService,
     Sender,
-    is_local_destination,
     make_prepare,
     make_test_prepare,
     receiver_credentials,
@@ -62,28 +60,12 @@ def test_credentials_never_show_the_secret() -> None:
     assert credentials.shared_secret.hex() not in repr(credentials)
 
 
-@pytest.mark.parametrize(
-    ("destination", "local"),
-    [("g.bob", True), ("g.bob.x", True), ("g.bobby", False), ("g.bo", False), ("g", False)],
-)
-def test_local_destinations(destination: str, local: bool) -> None:
-    assert is_local_destination("g.bob", destination) is local
-
-
-async def test_delivery_splits_local_from_forwarded(terminal, incoming, fulfill, reject) -> None:
-    receiver, onward = terminal(fulfill), terminal(reject)
-    service = LocalDeliveryService("g.bob", receiver, onward)
-    assert await service.handle_request(incoming(destination="g.bob.x")) is fulfill
-    assert await service.handle_request(incoming(destination="g.carol")) is reject
-    assert len(receiver.seen) == len(onward.seen) == 1
-
-
 async def test_sender_sends_from_this_node(terminal, fulfill, now) -> None:
     path = terminal(fulfill)
     credentials = receiver_credentials("g.bob", SECRET, "t")
     assert await Sender(path).send(credentials, 7, now + timedelta(seconds=30)) is fulfill
     (request,) = path.seen
-    assert request.from_peer == LOCAL_ORIGIN
+    assert request.from_peer == LOCAL
     assert ilp.decode_prepare(request.raw) == request.prepare
     assert (request.prepare.amount, request.prepare.destination) == (7, "g.bob.t")
 
