@@ -16,6 +16,7 @@ import structlog
 from connector.config import NodeConfig, load_config_or_exit
 from connector.logs import configure_logging
 from connector.node import ConnectorNode
+from connector.provisioning import ProvisioningRuntime
 
 log = structlog.get_logger(__name__)
 
@@ -26,8 +27,16 @@ async def run_node(config: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    provisioning = None
+    if config.settlement is not None and config.settlement.enable_settlement:
+        provisioning = ProvisioningRuntime(config)
+        await provisioning.start()
+    node = ConnectorNode(config, channels=provisioning.registry if provisioning else None)
+    if provisioning is not None:
+        # Every authenticated link, inbound or outbound, first connect or reconnect.
+        node.events.peer_connected.append(lambda event: provisioning.peer_connected(event.peer_id))
     try:
-        async with ConnectorNode(config) as node:
+        async with node:
             log.info(
                 "NODE_READY",
                 node_id=config.node_id,
@@ -37,6 +46,8 @@ async def run_node(config: NodeConfig) -> None:
             await stopping.wait()
             log.info("NODE_SHUTTING_DOWN", node_id=config.node_id)
     finally:
+        if provisioning is not None:
+            await provisioning.stop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 

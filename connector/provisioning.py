@@ -28,6 +28,9 @@ from workflows.messages import ChannelParams
 
 log = structlog.get_logger(__name__)
 
+RECONNECT_INITIAL = 0.5
+RECONNECT_MAX = 30.0
+
 
 def channel_params_from_config(
     config: NodeConfig, chain: ChainContext, funds_recheck_seconds: float = 60.0
@@ -62,6 +65,8 @@ class ProvisioningRuntime:
         self._workers: list[Worker] = []
         self._runs: list[asyncio.Task[None]] = []
         self._signals: set[asyncio.Task[None]] = set()
+        self._connected = asyncio.Event()
+        self._connecting: asyncio.Task[None] | None = None
 
     @property
     def client(self) -> Client:
@@ -69,6 +74,29 @@ class ProvisioningRuntime:
         return self._client
 
     async def start(self) -> None:
+        """Connect in the background: the connector forwards packets from the start and
+        never waits for Temporal or the chain; link events queue until connected."""
+        self._connecting = asyncio.create_task(self._connect_until_up())
+
+    async def _connect_until_up(self) -> None:
+        delay = RECONNECT_INITIAL
+        while True:
+            try:
+                await self._connect()
+            except (OSError, RuntimeError) as err:
+                log.warning(
+                    "PROVISIONING_UNAVAILABLE",
+                    nodeId=self.config.node_id,
+                    error=str(err),
+                    retryInSeconds=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+            else:
+                self._connected.set()
+                return
+
+    async def _connect(self) -> None:
         config = self.config
         chain = await chain_context_from_config(config)
         self._client = await connect_temporal(config.temporal)
@@ -97,6 +125,7 @@ class ProvisioningRuntime:
         task.add_done_callback(self._signals.discard)
 
     async def _signal(self, peer_id: str) -> None:
+        await self._connected.wait()
         assert self._provisioner is not None
         try:
             await self._provisioner.peer_connected(peer_id)
@@ -105,6 +134,11 @@ class ProvisioningRuntime:
             log.error("CHANNEL_PROVISIONING_SIGNAL_FAILED", peerId=peer_id, error=str(err))
 
     async def stop(self) -> None:
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+        for task in self._signals:
+            if not self._connected.is_set():
+                task.cancel()
         if self._signals:
             await asyncio.gather(*self._signals, return_exceptions=True)
         await asyncio.gather(*(worker.shutdown() for worker in self._workers))
