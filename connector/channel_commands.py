@@ -24,6 +24,7 @@ import json
 import re
 import shutil
 import sys
+import textwrap
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -54,6 +55,8 @@ RPC_TIMEOUT = timedelta(seconds=10)
 DEFAULT_QUERY_TIMEOUT_SECONDS = 3.0
 DEFAULT_CANCEL_WAIT_SECONDS = 10.0
 MIN_WIDTH = 80
+# A long revert reason is cut after this many lines; the JSON keeps it whole.
+NOTE_MAX_LINES = 3
 T = TypeVar("T")
 
 # A wei amount: an int in Python, a decimal string in JSON (it does not fit a JS number).
@@ -246,10 +249,8 @@ def row_notes(row: ChannelRow) -> list[str]:
             )
             if amount > 0
         ]
-        notes.append(
-            f"fund {row.shortfall.address} with {' and '.join(missing) or 'nothing more'}, "
-            f"then: paychan retry {row.peer_id}"
-        )
+        notes.append(f"fund {row.shortfall.address} with {' and '.join(missing) or 'nothing'}")
+        notes.append(f"then: paychan retry {row.peer_id} (or wait for the timed re-check)")
     if row.last_error:
         notes.append(f"last error: {row.last_error}")
     return notes
@@ -263,7 +264,7 @@ def render_table(report: ChannelsReport, width: int = 100) -> str:
         (
             _clip(row.peer_id, 16),
             _clip(row.token, 6),
-            row.stage,
+            row.stage if row.is_running or row.execution is None else row.execution,
             short_channel_id(row.channel_id),
             format_units(row.our_deposit),
             format_units(row.their_deposit),
@@ -281,14 +282,22 @@ def render_table(report: ChannelsReport, width: int = 100) -> str:
         ]
         return "  ".join(parts).rstrip()
 
-    lines = [
-        f"node {report.node_id} (Temporal {report.temporal_address}, "
-        f"namespace {report.namespace}); amounts in token units",
-        line(header),
-    ]
+    title = f"node {report.node_id} on Temporal {report.temporal_address} ({report.namespace})"
+    lines = [*textwrap.wrap(title, width, subsequent_indent="  "), line(header)]
     for row, values in zip(report.peers, cells, strict=True):
         lines.append(line(values))
-        lines += [_clip(f"    {note}", width) for note in row_notes(row)]
+        for note in row_notes(row):
+            # Wrapped at spaces, so an address or an amount to fund stays whole (at 80
+            # columns both fit a line); only a run-on revert text is broken mid-word.
+            lines += textwrap.wrap(
+                note,
+                width,
+                initial_indent="    ",
+                subsequent_indent="      ",
+                break_on_hyphens=False,
+                max_lines=NOTE_MAX_LINES,
+                placeholder=" ..",
+            )
     if not report.peers:
         lines.append("(no peers in the config and no channel workflows for this node)")
     return "\n".join(lines)
@@ -439,14 +448,14 @@ async def _running_handle(
     return client.get_workflow_handle(workflow_id), execution
 
 
-async def send_retry(client: Client, workflow_id: str, peer_id: str) -> str:
+async def send_retry(client: Client, workflow_id: str, peer_id: str) -> list[str]:
     handle, execution = await _running_handle(client, workflow_id, peer_id)
     await handle.signal(ids.SIGNAL_RETRY, rpc_timeout=RPC_TIMEOUT)
     stage = execution.typed_search_attributes.get(ids.STAGE) or "unknown"
-    return (
-        f"sent retry to {workflow_id} (stage {stage}); it acts in AWAITING_FUNDS and FAILED, "
-        f"see: paychan channels"
-    )
+    return [
+        f"sent retry to {workflow_id} (stage {stage})",
+        "it acts in AWAITING_FUNDS and FAILED; follow it with: paychan channels",
+    ]
 
 
 async def request_cancel(
@@ -467,9 +476,10 @@ async def request_cancel(
     else:
         lines.append(f"workflow {closed.name}")
     if channel_id:
-        lines.append(
-            f"channel {channel_id} stays on-chain with its deposits; the next run adopts it"
-        )
+        lines += [
+            f"channel {channel_id}",
+            "  stays on-chain with its deposits; the next run adopts it",
+        ]
     lines.append(f"a new run starts when peer {peer_id} next connects")
     return lines
 
@@ -532,10 +542,10 @@ def retry_command(args: argparse.Namespace) -> int:
         config = load_config_or_exit(args.config, need_private_key=False)
         peer = _config_peer(config, args.peer)
         workflow_id = peer_workflow_id(config.node_id, peer)
-        message = asyncio.run(
+        lines = asyncio.run(
             _with_temporal(config.temporal, lambda client: send_retry(client, workflow_id, peer.id))
         )
-        print(message)
+        print("\n".join(lines))
         return 0
 
     return _run("retry", body)
