@@ -1,0 +1,189 @@
+"""Time-to-READY for N peers provisioning at once from one treasury wallet.
+
+    .venv/bin/python bench/provisioning.py            # print the table
+    .venv/bin/python bench/provisioning.py --write    # and update "## Provisioning" in BENCHMARKS.md
+    .venv/bin/python bench/provisioning.py --sizes 100 --rounds 1
+
+A real Temporal dev server and a real `anvil --block-time 1`, started here. For each N a
+fresh node (its own task queues, workers in this process, as the connector hosts them) and
+a fresh wallet (so a fresh wallet sequencer) provision channels to N fresh random partner
+addresses: every `peer_connected` is sent at once, and the clock runs from the first start
+to the moment the last READY reaches the connector's registry (`mark_settlement_ready`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import re
+import secrets
+import statistics
+import sys
+import time
+import uuid
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from web3 import AsyncHTTPProvider, AsyncWeb3
+
+from activities import token_network as tn
+from activities.connector import ConnectorActivities
+from activities.deployment import deploy
+from activities.token_network import Deployment
+from connector.channels import ChannelProvisioner, ChannelRegistry
+from connector.devstack import ANVIL_KEYS, run_anvil, run_temporal
+from worker.run import ChainContext, build_workers
+from workflows.messages import ChannelParams
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+COMMAND = ".venv/bin/python bench/provisioning.py --write"
+SIZES = (1, 10, 50, 100)
+BLOCK_TIME = 1.0
+TARGET = 10 * 10**18
+SETTLE_TIMEOUT = 500
+
+
+@dataclass(frozen=True)
+class Run:
+    peers: int
+    seconds: float
+    median: float
+    blocks: int
+    txs: int
+    blocks_with_txs: int
+
+
+async def fund_wallet(w3: AsyncWeb3, deployment: Deployment, peers: int) -> LocalAccount:
+    wallet = Account.from_key(secrets.token_bytes(32))
+    await w3.provider.make_request("anvil_setBalance", [wallet.address, hex(10**22)])
+    minter = Account.from_key(ANVIL_KEYS[0])
+    await tn.send_and_wait(w3, minter, tn.build_mint(deployment, wallet.address, peers * TARGET))
+    return wallet
+
+
+async def provision(client: Client, w3: AsyncWeb3, deployment: Deployment, peers: int) -> Run:
+    node_id = f"bench{peers}-{uuid.uuid4().hex[:6]}"
+    wallet = await fund_wallet(w3, deployment, peers)
+    registry = ChannelRegistry()
+    params = {
+        f"peer{i:03d}": ChannelParams(
+            node_id=node_id,
+            peer_id=f"peer{i:03d}",
+            token="M2M",
+            chain_id=deployment.chain_id,
+            token_network=deployment.token_network,
+            our_address=wallet.address,
+            peer_address=Account.from_key(secrets.token_bytes(32)).address,
+            deposit_target=TARGET,
+        )
+        for i in range(peers)
+    }
+    provisioner = ChannelProvisioner(client, registry, params)
+    context = ChainContext(node_id, w3, wallet, deployment, SETTLE_TIMEOUT)
+    async with AsyncExitStack() as stack:
+        for worker in build_workers(client, context, ConnectorActivities(registry)):
+            await stack.enter_async_context(worker)
+        first_block = await w3.eth.block_number
+        started = time.perf_counter()
+
+        async def ready_after(peer_id: str) -> float:
+            await registry.wait_ready(peer_id)
+            return time.perf_counter() - started
+
+        waits = [asyncio.ensure_future(ready_after(peer_id)) for peer_id in params]
+        await asyncio.gather(*(provisioner.peer_connected(peer_id) for peer_id in params))
+        times = await asyncio.wait_for(asyncio.gather(*waits), timeout=120)
+        last_block = await w3.eth.block_number
+    blocks_with_txs = 0
+    for number in range(first_block + 1, last_block + 1):
+        block = await w3.eth.get_block(number, full_transactions=True)
+        if any(tx["from"] == wallet.address for tx in block["transactions"]):
+            blocks_with_txs += 1
+    return Run(
+        peers=peers,
+        seconds=max(times),
+        median=statistics.median(times),
+        blocks=last_block - first_block,
+        txs=await w3.eth.get_transaction_count(wallet.address),
+        blocks_with_txs=blocks_with_txs,
+    )
+
+
+async def measure(sizes: tuple[int, ...], rounds: int) -> list[Run]:
+    with run_temporal(ui=False) as server, run_anvil(block_time=BLOCK_TIME) as chain:
+        client = await Client.connect(server.target, data_converter=pydantic_data_converter)
+        w3 = AsyncWeb3(AsyncHTTPProvider(chain.url))
+        try:
+            deployment = await deploy(w3, Account.from_key(ANVIL_KEYS[0]))
+            # Warm up: first workflow/activity registrations and RPC connections.
+            await provision(client, w3, deployment, 1)
+            runs = []
+            for peers in sizes:
+                for _ in range(rounds):
+                    run = await provision(client, w3, deployment, peers)
+                    print(render_row(run), flush=True)
+                    runs.append(run)
+            return runs
+        finally:
+            await w3.provider.disconnect()
+
+
+HEADER = (
+    "| peers | all READY s | median READY s | block times | txs | blocks with txs |\n"
+    "|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def render_row(run: Run) -> str:
+    return (
+        f"| {run.peers} | {run.seconds:.2f} | {run.median:.2f} | "
+        f"{run.seconds / BLOCK_TIME:.1f} | {run.txs} | {run.blocks_with_txs} |"
+    )
+
+
+def section(runs: list[Run]) -> str:
+    today = datetime.date.today().isoformat()
+    rows = "\n".join(render_row(run) for run in runs)
+    return (
+        "## Provisioning\n\n"
+        "Time from the first `peer_connected` start to the last READY reaching the connector,\n"
+        "N peers at once from one treasury wallet: Temporal dev server (in-memory), the node's\n"
+        "workers in one Python process, `anvil --block-time 1`, fresh random partners. Each\n"
+        "peer needs open + deposit (plus one approve per batch that still sees no allowance).\n"
+        "Target (issue 4): all 100 READY within about two block times.\n\n"
+        f"Command: `{COMMAND}` · machine `2-core` · {today}\n\n{HEADER}\n{rows}\n"
+    )
+
+
+def write_section(text: str, path: Path = BENCHMARKS) -> None:
+    current = path.read_text()
+    pattern = re.compile(r"^## Provisioning\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(current):
+        updated = pattern.sub(lambda _: text + "\n", current, count=1)
+    else:
+        updated = current.rstrip("\n") + "\n\n" + text
+    path.write_text(updated.rstrip("\n") + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args(argv)
+    print(HEADER)
+    runs = asyncio.run(measure(tuple(args.sizes), args.rounds))
+    if args.write:
+        write_section(section(runs))
+        print(f"updated {BENCHMARKS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
