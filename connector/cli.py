@@ -113,6 +113,12 @@ def _add_channel_commands(commands: argparse._SubParsersAction) -> None:
     channels = commands.add_parser(
         "channels",
         help="table of this node's peers: stage, channel, deposits, last error, shortfall",
+        description="Each configured peer's channel workflow (NOT_STARTED when it never "
+        "connected) and any other running one of this node: stage, channel id, our/their "
+        "deposit and target in token units, last error, and what to fund when AWAITING_FUNDS. "
+        "Live from each workflow's status query; '(no worker)' when no worker of the node "
+        "answers, with stage and channel from search attributes. Exit 1 when Temporal is "
+        "unreachable. See docs/operations.md.",
     )
     channels.add_argument("--config", type=Path, required=True, help=config_help)
     channels.add_argument(
@@ -130,6 +136,10 @@ def _add_channel_commands(commands: argparse._SubParsersAction) -> None:
     retry = commands.add_parser(
         "retry",
         help="signal `retry` to a peer's channel workflow (after funding, or after FAILED)",
+        description="Send the retry signal to channel/<node>/<peer>/<token> (token: the "
+        "peer's first preferredTokens entry), as the Temporal UI's Send a Signal does. It acts "
+        "in AWAITING_FUNDS and FAILED. Exit 2 for an unknown peer, 1 when the workflow does "
+        "not exist or is not running.",
     )
     retry.add_argument("peer", help="peer id from the config")
     retry.add_argument("--config", type=Path, required=True, help=config_help)
@@ -138,6 +148,11 @@ def _add_channel_commands(commands: argparse._SubParsersAction) -> None:
     cancel = commands.add_parser(
         "cancel",
         help="cancel a peer's channel workflow (Temporal cancellation; it stops cleanly)",
+        description="Request Temporal cancellation of channel/<node>/<peer>/<token>, as the "
+        "Temporal UI's Request Cancellation does, and wait for it to stop. The channel and its "
+        "deposits stay on-chain; a new run starts, and adopts them, when the peer next "
+        "connects. Exit 2 for an unknown peer, 1 when the workflow does not exist or is not "
+        "running.",
     )
     cancel.add_argument("peer", help="peer id from the config")
     cancel.add_argument("--config", type=Path, required=True, help=config_help)
