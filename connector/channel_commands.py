@@ -52,8 +52,6 @@ NOT_STARTED = "NOT_STARTED"
 TOKEN_DECIMALS = 18
 CONNECT_TIMEOUT_SECONDS = 5.0
 RPC_TIMEOUT = timedelta(seconds=10)
-DEFAULT_QUERY_TIMEOUT_SECONDS = 3.0
-DEFAULT_CANCEL_WAIT_SECONDS = 10.0
 MIN_WIDTH = 80
 # A long revert reason is cut after this many lines; the JSON keeps it whole.
 NOTE_MAX_LINES = 3
