@@ -2,21 +2,30 @@
 
 An activity (not a workflow-to-workflow signal) because Update-with-Start both creates the
 sequencer when it is missing and returns its answer in one durable call.
+
+Temporal admits only a few Updates in flight per workflow (10 by default, in the dev server
+and in Temporal Cloud); the rest are refused and would come back only after a retry backoff.
+So submissions that arrive while this process has Updates in flight wait here and leave
+together, as one `submit_all` Update: a burst of peers costs a couple of Updates, not one each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
 from workflows import ids
-from workflows.messages import SequencerParams, SubmitRequest, SubmitResult
+from workflows.messages import SequencerParams, SubmitBatch, SubmitRequest, SubmitResult
 from workflows.sequencer import WalletSequencer
 
 HEARTBEAT_EVERY = 1.0
+# Per process: one Update being answered while the next group already waits in the
+# sequencer's queue; several worker processes stay well under the server's limit.
+MAX_UPDATES_IN_FLIGHT = 2
 
 
 class SequencerClientActivities:
@@ -24,14 +33,46 @@ class SequencerClientActivities:
         self._client = client
         self._node_id = node_id
         self._workflow_id = ids.sequencer_workflow_id(chain_id, wallet)
+        self._waiting: list[tuple[SubmitRequest, asyncio.Future[SubmitResult]]] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     @activity.defn(name=ids.SUBMIT_TRANSACTIONS)
     async def submit_transactions(self, request: SubmitRequest) -> SubmitResult:
         """Submit `request` and return the signed transactions (hashes, nonces, raw bytes).
 
-        Safe to retry: the Update id is the request id, and the sequencer keeps the answer
-        for every request id it has seen, so a repeat gets the first answer and no new nonce.
+        Safe to retry: the sequencer keeps the answer for every request id it has seen, so a
+        repeat gets the first answer and no new nonce, whichever Update carried it.
         """
+        answer: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
+        self._waiting.append((request, answer))
+        self._dispatch()
+        # Heartbeats let a cancel reach us and a dead worker be noticed within seconds.
+        try:
+            while True:
+                done, _ = await asyncio.wait({answer}, timeout=HEARTBEAT_EVERY)
+                if done:
+                    return answer.result()
+                activity.heartbeat()
+        finally:
+            answer.cancel()
+
+    def _dispatch(self) -> None:
+        while self._waiting and len(self._in_flight) < MAX_UPDATES_IN_FLIGHT:
+            group, self._waiting = self._waiting, []
+            task = asyncio.create_task(self._submit_group(group))
+            self._in_flight.add(task)
+            task.add_done_callback(self._group_done)
+
+    def _group_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._dispatch()
+
+    async def _submit_group(
+        self, group: list[tuple[SubmitRequest, asyncio.Future[SubmitResult]]]
+    ) -> None:
+        group = [(request, answer) for request, answer in group if not answer.done()]
+        if not group:
+            return
         start = WithStartWorkflowOperation(
             WalletSequencer.run,
             SequencerParams(node_id=self._node_id),
@@ -39,18 +80,21 @@ class SequencerClientActivities:
             task_queue=ids.wallet_task_queue(self._node_id),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
-        update = asyncio.ensure_future(
-            self._client.execute_update_with_start_workflow(
-                WalletSequencer.submit,
-                request,
+        try:
+            results = await self._client.execute_update_with_start_workflow(
+                WalletSequencer.submit_all,
+                SubmitBatch(tuple(request for request, _ in group)),
                 start_workflow_operation=start,
-                id=request.request_id,
-                result_type=SubmitResult,
+                # Deduplication is by request id inside the sequencer; the Update id only
+                # has to be unique.
+                id=f"submit-{uuid.uuid4().hex}",
+                result_type=list[SubmitResult],
             )
-        )
-        # Heartbeats let a cancel reach us and a dead worker be noticed within seconds.
-        while True:
-            done, _ = await asyncio.wait({update}, timeout=HEARTBEAT_EVERY)
-            if done:
-                return update.result()
-            activity.heartbeat()
+        except Exception as err:  # every submitter of the group fails and is retried
+            for _, answer in group:
+                if not answer.done():
+                    answer.set_exception(err)
+            return
+        for (_, answer), result in zip(group, results, strict=True):
+            if not answer.done():
+                answer.set_result(result)

@@ -21,7 +21,7 @@ SEQUENCER_WORKFLOW = "WalletSequencer"
 SIGNAL_PEER_CONNECTED = "peer_connected"
 SIGNAL_RETRY = "retry"
 QUERY_STATUS = "status"
-UPDATE_SUBMIT = "submit"
+UPDATE_SUBMIT_ALL = "submit_all"
 
 # Chain activities (ChainActivities), run by the node's provisioning worker.
 READ_CHAIN_STATE = "read_chain_state"

@@ -69,6 +69,14 @@ class SubmitRequest:
 
 
 @dataclass(frozen=True)
+class SubmitBatch:
+    """Several submissions in one Update: a worker process groups the ones that arrive
+    together, since Temporal admits only a few Updates in flight per workflow."""
+
+    requests: tuple[SubmitRequest, ...]
+
+
+@dataclass(frozen=True)
 class SignedTx:
     intent: TxIntent
     nonce: int

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         SequencerParams,
         SignedTx,
         SignInput,
+        SubmitBatch,
         SubmitRequest,
         SubmitResult,
     )
@@ -45,14 +46,21 @@ class WalletSequencer:
         self._queue: list[SubmitRequest] = []
         self._results: dict[str, SubmitResult] = dict(params.remembered)
 
-    @workflow.update(name=ids.UPDATE_SUBMIT)
-    async def submit(self, request: SubmitRequest) -> SubmitResult:
+    @workflow.update(name=ids.UPDATE_SUBMIT_ALL)
+    async def submit_all(self, batch: SubmitBatch) -> list[SubmitResult]:
+        for request in batch.requests:
+            self._enqueue(request)
+        await workflow.wait_condition(
+            lambda: all(request.request_id in self._results for request in batch.requests)
+        )
+        return [self._results[request.request_id] for request in batch.requests]
+
+    def _enqueue(self, request: SubmitRequest) -> None:
+        # A repeat (a submitter retried after a crash) gets the first answer, no new nonce.
         if request.request_id not in self._results and all(
             queued.request_id != request.request_id for queued in self._queue
         ):
             self._queue.append(request)
-        await workflow.wait_condition(lambda: request.request_id in self._results)
-        return self._results[request.request_id]
 
     @workflow.run
     async def run(self, params: SequencerParams) -> None:
