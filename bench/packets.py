@@ -10,11 +10,13 @@ fulfils every Prepare with a fixed fulfillment) are the same for both, so only t
 connectors differ. k = 0 (sender straight to sink) is the baseline the hops are measured
 against.
 
-For each chain: a warm-up, then `--packets` Prepares at 100 in flight (packets/s, and the
-connectors' CPU time per packet per hop from /proc), then `--latency-packets` at 1 in flight
-(round trip p50/p99). Per-hop latency = (round trip with k hops - baseline) / k.
+For each chain: a warm-up, then `--repeat` rounds of `--packets` Prepares at 100 in flight
+(packets/s, and the connectors' CPU time per packet per hop from /proc) and of
+`--latency-packets` at 1 in flight (round trip p50/p99); each figure is the median over the
+rounds, which keeps a burst of other load on the machine from deciding it. Per-hop
+latency = (round trip with k hops - baseline) / k.
 
-    .venv/bin/python bench/packets.py [--packets 5000] [--latency-packets 1000] [--write]
+    .venv/bin/python bench/packets.py [--packets 5000] [--latency-packets 1000] [--repeat 3] [--write]
 
 `--write` updates the "## Packet path" section of BENCHMARKS.md.
 """
@@ -275,7 +277,7 @@ class Result:
     p99_ms: float
 
 
-async def measure(chain: Chain, packets: int, latency_packets: int) -> Result:
+async def measure(chain: Chain, packets: int, latency_packets: int, repeat: int) -> Result:
     client = BtpClient(chain.entry_url, "entry", "sender", chain.entry_token, SenderHandler())
     await client.start()
     try:
@@ -294,24 +296,32 @@ async def measure(chain: Chain, packets: int, latency_packets: int) -> Result:
         assert link is not None
         stream = Packets()
         await send(link, stream, min(1000, packets), IN_FLIGHT)  # warm-up
-        cpu_before = sum(cpu_seconds(p.pid) for p in chain.processes)
-        elapsed, _ = await send(link, stream, packets, IN_FLIGHT)
-        cpu = sum(cpu_seconds(p.pid) for p in chain.processes) - cpu_before
-        _, round_trips = await send(link, stream, latency_packets, 1)
+        rates, cpus, p50s, p99s = [], [], [], []
+        for _ in range(repeat):
+            cpu_before = sum(cpu_seconds(p.pid) for p in chain.processes)
+            elapsed, _ = await send(link, stream, packets, IN_FLIGHT)
+            cpu = sum(cpu_seconds(p.pid) for p in chain.processes) - cpu_before
+            rates.append(packets / elapsed)
+            cpus.append(cpu / packets / chain.hops * 1e6 if chain.hops else 0.0)
+            _, round_trips = await send(link, stream, latency_packets, 1)
+            round_trips.sort()
+            p50s.append(statistics.median(round_trips) * 1e3)
+            p99s.append(round_trips[int(len(round_trips) * 0.99)] * 1e3)
     finally:
         await client.stop()
-    round_trips.sort()
     return Result(
         chain.name,
         chain.hops,
-        packets / elapsed,
-        cpu / packets / chain.hops * 1e6 if chain.hops else None,
-        statistics.median(round_trips) * 1e3,
-        round_trips[int(len(round_trips) * 0.99)] * 1e3,
+        statistics.median(rates),
+        statistics.median(cpus) if chain.hops else None,
+        statistics.median(p50s),
+        statistics.median(p99s),
     )
 
 
-async def measure_all(packets: int, latency_packets: int, hops: list[int]) -> list[Result]:
+async def measure_all(
+    packets: int, latency_packets: int, hops: list[int], repeat: int
+) -> list[Result]:
     tokens = {f"c{i}": f"sink-c{i}" for i in range(1, max(hops) + 1)}
     tokens |= {"sender": "sink-direct", "js": "sink-js"}
     sink, sink_port = start_sink(tokens)
@@ -319,14 +329,14 @@ async def measure_all(packets: int, latency_packets: int, hops: list[int]) -> li
     work = Path(tempfile.mkdtemp(prefix="bench-packets-"))
     try:
         direct = Chain("direct", 0, f"ws://127.0.0.1:{sink_port}", "sink-direct", [])
-        results.append(await measure(direct, packets, latency_packets))
+        results.append(await measure(direct, packets, latency_packets, repeat))
         for name, build in (("paychan", paychan_chain), ("ilp-connector", ilp_connector_chain)):
             for count in hops:
                 chain_dir = work / f"{name}-{count}"
                 chain_dir.mkdir()
                 chain = build(count, sink_port, chain_dir)
                 try:
-                    results.append(await measure(chain, packets, latency_packets))
+                    results.append(await measure(chain, packets, latency_packets, repeat))
                 finally:
                     stop(chain.processes)
                 print(render(results), file=sys.stderr)
@@ -362,7 +372,7 @@ def render(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def section(results: list[Result], command: str) -> str:
+def section(results: list[Result], command: str, load: str) -> str:
     today = datetime.now(UTC).date().isoformat()
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     return (
@@ -376,7 +386,9 @@ def section(results: list[Result], command: str) -> str:
         "run. The anchor (DESIGN §9): ilp-connector ~6,400 packets/s, ~160 µs CPU per packet,\n"
         "+0.39 ms per hop.\n\n"
         f"Command: `{command}` · machine `2-core` · {today} · Python "
-        f"{sys.version.split()[0]}, node {node}\n\n" + render(results) + "\n"
+        f"{sys.version.split()[0]}, node {node} · load average before the run {load}\n\n"
+        + render(results)
+        + "\n"
     )
 
 
@@ -391,7 +403,7 @@ def write_section(text: str, path: Path = BENCHMARKS) -> None:
 
 
 def quiet_logs() -> None:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packets", type=int, default=5000, help="per chain, at 100 in flight")
     parser.add_argument("--latency-packets", type=int, default=1000, help="per chain, 1 in flight")
     parser.add_argument("--hops", default="1,3", help="chain lengths, comma-separated")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per chain (median)")
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     parser.add_argument("--sink", nargs=2, metavar=("PORT", "TOKENS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -407,11 +420,12 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_sink(int(args.sink[0]), json.loads(args.sink[1])))
         return 0
     hops = [int(h) for h in args.hops.split(",")]
-    results = asyncio.run(measure_all(args.packets, args.latency_packets, hops))
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    results = asyncio.run(measure_all(args.packets, args.latency_packets, hops, args.repeat))
     print(render(results))
     if args.write:
         command = "python bench/packets.py " + " ".join(argv or sys.argv[1:])
-        write_section(section(results, ".venv/bin/" + command.strip()))
+        write_section(section(results, ".venv/bin/" + command.strip(), load))
         print(f"updated {BENCHMARKS}")
     return 0
 
