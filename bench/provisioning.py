@@ -30,11 +30,12 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncWeb3
 
 from activities import token_network as tn
 from activities.connector import ConnectorActivities
 from activities.deployment import deploy
+from activities.rpc import connect_rpc
 from activities.token_network import Deployment
 from connector.channels import ChannelProvisioner, ChannelRegistry
 from connector.devstack import ANVIL_KEYS, run_anvil, run_temporal
@@ -118,7 +119,7 @@ async def provision(client: Client, w3: AsyncWeb3, deployment: Deployment, peers
 async def measure(sizes: tuple[int, ...], rounds: int) -> list[Run]:
     with run_temporal(ui=False) as server, run_anvil(block_time=BLOCK_TIME) as chain:
         client = await Client.connect(server.target, data_converter=pydantic_data_converter)
-        w3 = AsyncWeb3(AsyncHTTPProvider(chain.url))
+        w3 = await connect_rpc(chain.url)
         try:
             deployment = await deploy(w3, Account.from_key(ANVIL_KEYS[0]))
             # Warm up: first workflow/activity registrations and RPC connections.

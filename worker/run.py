@@ -14,12 +14,13 @@ from eth_account.signers.local import LocalAccount
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncWeb3
 
 from activities import token_network as tn
 from activities.chain import ChainActivities
 from activities.connector import ConnectorActivities
 from activities.deployment import chain_id_of, read_deployment
+from activities.rpc import connect_rpc
 from activities.sequencer import SequencerClientActivities
 from activities.token_network import Deployment
 from connector.config import NodeConfig, SettlementConfig, TemporalConfig
@@ -115,7 +116,7 @@ async def chain_context_from_config(config: NodeConfig) -> ChainContext:
     if settlement is None or not settlement.enable_settlement:
         raise SettlementDisabled(f"node {config.node_id} has settlement disabled")
     assert settlement.rpc_url is not None and settlement.private_key is not None
-    w3 = AsyncWeb3(AsyncHTTPProvider(settlement.rpc_url))
+    w3 = await connect_rpc(settlement.rpc_url)
     deployment = await _deployment(w3, settlement)
     account = Account.from_key(settlement.private_key.get_secret_value())
     return ChainContext(config.node_id, w3, account, deployment, settlement.settle_timeout)
