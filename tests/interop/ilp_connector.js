@@ -6,7 +6,8 @@
 //
 // Each account is {"listen": port, "token": t} (ilp-plugin-btp server; the peer dials in) or
 // {"connect": "ws://host:port", "token": t} (ilp-plugin-btp client; we dial out), plus optional
-// "maxPacketAmount". The exchange-rate backend is one-to-one with spread 0 (the default one
+// "maxPacketAmount" and "rateLimit" (ilp-connector's token bucket; its default, 10,000 packets
+// per second per account, throttles a benchmark with T05). The exchange-rate backend is one-to-one with spread 0 (the default one
 // fetches rates from the internet). Route broadcast stays on: with it off, ilp-connector
 // silently drops the static routes too.
 'use strict'
@@ -27,7 +28,8 @@ async function main () {
       assetScale: 9,
       plugin: 'ilp-plugin-btp',
       options,
-      ...(account.maxPacketAmount ? { maxPacketAmount: account.maxPacketAmount } : {})
+      ...(account.maxPacketAmount ? { maxPacketAmount: account.maxPacketAmount } : {}),
+      ...(account.rateLimit ? { rateLimit: account.rateLimit } : {})
     }
   }
   const connector = createApp({
