@@ -9,6 +9,7 @@ bytes, `wait_for_receipts` polls by hash. Nonces are chosen by the wallet sequen
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import structlog
 from eth_account.signers.local import LocalAccount
@@ -19,6 +20,7 @@ from web3.exceptions import TransactionNotFound, Web3RPCError
 
 from activities import token_network as tn
 from activities.errors import classified
+from activities.shared_read import SharedRead
 from activities.token_network import Deployment, GasLimit, UnsignedTx
 from workflows import ids
 from workflows.messages import (
@@ -43,6 +45,16 @@ _ALREADY_HAVE = ("already known", "known transaction", "already imported", "nonc
 DROPPED_AFTER_SECONDS = 30.0
 
 
+@dataclass(frozen=True)
+class WalletState:
+    """The treasury's side of a balance check, the same for every peer."""
+
+    eth: int
+    token: int
+    allowance: int
+    fees: dict[str, int]
+
+
 class ChainActivities:
     def __init__(
         self, w3: AsyncWeb3, account: LocalAccount, deployment: Deployment, settle_timeout: int
@@ -51,6 +63,8 @@ class ChainActivities:
         self._account = account
         self._deployment = deployment
         self._settle_timeout = settle_timeout
+        # Every peer's balance check reads the same wallet: concurrent checks share a read.
+        self._wallet_state = SharedRead(self._read_wallet)
 
     @activity.defn(name=ids.READ_CHAIN_STATE)
     @classified
@@ -58,12 +72,8 @@ class ChainActivities:
         """Balances, allowance, fees and the pair's channel. Read-only: safe to retry."""
         w3, deployment, ours = self._w3, self._deployment, self._account.address
         peer = to_checksum_address(request.peer_address)
-        channel_id, eth, token, allowance, fees = await asyncio.gather(
-            tn.get_channel_id(w3, deployment, ours, peer),
-            tn.eth_balance(w3, ours),
-            tn.token_balance(w3, deployment, ours),
-            tn.allowance(w3, deployment, ours),
-            tn.fee_fields(w3),
+        channel_id, wallet = await asyncio.gather(
+            tn.get_channel_id(w3, deployment, ours, peer), self._wallet_state()
         )
         channel = None
         if channel_id is None:
@@ -76,18 +86,28 @@ class ChainActivities:
             )
             channel = Channel(channel_id, our_side.deposit, their_side.deposit)
         return ChainStateRead(
-            eth_balance=eth,
-            token_balance=token,
-            allowance=allowance,
+            eth_balance=wallet.eth,
+            token_balance=wallet.token,
+            allowance=wallet.allowance,
             channel=channel,
             next_channel_id=next_id,
-            fee_per_gas=fees.get("maxFeePerGas") or fees["gasPrice"],
+            fee_per_gas=wallet.fees.get("maxFeePerGas") or wallet.fees["gasPrice"],
             gas_limits=GasLimits(
                 approve=GasLimit.APPROVE,
                 open_channel=GasLimit.OPEN_CHANNEL,
                 set_total_deposit=GasLimit.SET_TOTAL_DEPOSIT,
             ),
         )
+
+    async def _read_wallet(self) -> WalletState:
+        w3, ours = self._w3, self._account.address
+        eth, token, allowance, fees = await asyncio.gather(
+            tn.eth_balance(w3, ours),
+            tn.token_balance(w3, self._deployment, ours),
+            tn.allowance(w3, self._deployment, ours),
+            tn.fee_fields(w3),
+        )
+        return WalletState(eth, token, allowance, fees)
 
     @activity.defn(name=ids.READ_NEXT_NONCE)
     @classified
