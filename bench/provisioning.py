@@ -2,13 +2,16 @@
 
     .venv/bin/python bench/provisioning.py            # print the table
     .venv/bin/python bench/provisioning.py --write    # and update "## Provisioning" in BENCHMARKS.md
-    .venv/bin/python bench/provisioning.py --sizes 100 --rounds 1
+    .venv/bin/python bench/provisioning.py --sizes 100 --profile   # where the time goes
 
 A real Temporal dev server and a real `anvil --block-time 1`, started here. For each N a
 fresh node (its own task queues, workers in this process, as the connector hosts them) and
 a fresh wallet (so a fresh wallet sequencer) provision channels to N fresh random partner
 addresses: every `peer_connected` is sent at once, and the clock runs from the first start
 to the moment the last READY reaches the connector's registry (`mark_settlement_ready`).
+`--profile` reads the workflow histories afterwards and prints, per step, when the peers'
+activities were scheduled, started and completed (seconds after the first start), and the
+wallet sequencer's batches: enough to tell Temporal overhead from chain waits.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import sys
 import time
 import uuid
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from web3 import AsyncWeb3
@@ -40,6 +44,7 @@ from activities.token_network import Deployment
 from connector.channels import ChannelProvisioner, ChannelRegistry
 from connector.devstack import ANVIL_KEYS, run_anvil, run_temporal
 from worker.run import ChainContext, build_workers
+from workflows.ids import channel_workflow_id, sequencer_workflow_id
 from workflows.messages import ChannelParams
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
@@ -68,7 +73,9 @@ async def fund_wallet(w3: AsyncWeb3, deployment: Deployment, peers: int) -> Loca
     return wallet
 
 
-async def provision(client: Client, w3: AsyncWeb3, deployment: Deployment, peers: int) -> Run:
+async def provision(
+    client: Client, w3: AsyncWeb3, deployment: Deployment, peers: int, *, profile: bool = False
+) -> Run:
     node_id = f"bench{peers}-{uuid.uuid4().hex[:6]}"
     wallet = await fund_wallet(w3, deployment, peers)
     registry = ChannelRegistry()
@@ -106,7 +113,7 @@ async def provision(client: Client, w3: AsyncWeb3, deployment: Deployment, peers
         block = await w3.eth.get_block(number, full_transactions=True)
         if any(tx["from"] == wallet.address for tx in block["transactions"]):
             blocks_with_txs += 1
-    return Run(
+    run = Run(
         peers=peers,
         seconds=max(times),
         median=statistics.median(times),
@@ -114,9 +121,84 @@ async def provision(client: Client, w3: AsyncWeb3, deployment: Deployment, peers
         txs=await w3.eth.get_transaction_count(wallet.address),
         blocks_with_txs=blocks_with_txs,
     )
+    if profile:
+        await print_profile(client, node_id, list(params), wallet.address, deployment.chain_id)
+    return run
 
 
-async def measure(sizes: tuple[int, ...], rounds: int) -> list[Run]:
+@dataclass
+class Step:
+    scheduled: list[float] = field(default_factory=list)
+    started: list[float] = field(default_factory=list)
+    completed: list[float] = field(default_factory=list)
+
+
+def _seconds(event: HistoryEvent, origin: datetime.datetime) -> float:
+    return (event.event_time.ToDatetime() - origin).total_seconds()
+
+
+async def print_profile(
+    client: Client, node_id: str, peer_ids: list[str], wallet: str, chain_id: int
+) -> None:
+    """Per step (activity type and occurrence), when the peers reached it."""
+    histories = [
+        list(
+            (
+                await client.get_workflow_handle(
+                    channel_workflow_id(node_id, peer, "M2M")
+                ).fetch_history()
+            ).events
+        )
+        for peer in peer_ids
+    ]
+    origin = min(events[0].event_time.ToDatetime() for events in histories)
+    steps: dict[str, Step] = {}
+    for events in histories:
+        names: dict[int, str] = {}
+        seen: dict[str, int] = {}
+        for event in events:
+            if event.HasField("activity_task_scheduled_event_attributes"):
+                name = event.activity_task_scheduled_event_attributes.activity_type.name
+                seen[name] = seen.get(name, 0) + 1
+                names[event.event_id] = f"{name} #{seen[name]}"
+                steps.setdefault(names[event.event_id], Step()).scheduled.append(
+                    _seconds(event, origin)
+                )
+            elif event.HasField("activity_task_started_event_attributes"):
+                step = names[event.activity_task_started_event_attributes.scheduled_event_id]
+                steps[step].started.append(_seconds(event, origin))
+            elif event.HasField("activity_task_completed_event_attributes"):
+                step = names[event.activity_task_completed_event_attributes.scheduled_event_id]
+                steps[step].completed.append(_seconds(event, origin))
+    print(
+        "\nstep (s after first start)      scheduled med/max   started med/max  completed med/max"
+    )
+    for name, step in sorted(steps.items(), key=lambda item: statistics.median(item[1].scheduled)):
+        cells = [
+            f"{statistics.median(times):5.2f}/{max(times):5.2f}" if times else "    -/    -"
+            for times in (step.scheduled, step.started, step.completed)
+        ]
+        print(f"{name:30s} {cells[0]:>17s} {cells[1]:>17s} {cells[2]:>17s}")
+    sequencer = await client.get_workflow_handle(
+        sequencer_workflow_id(chain_id, wallet)
+    ).fetch_history()
+    print("wallet sequencer (s after first start):")
+    scheduled: dict[int, tuple[str, float]] = {}
+    updates = 0
+    for event in sequencer.events:
+        if event.HasField("workflow_execution_update_accepted_event_attributes"):
+            updates += 1
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            scheduled[event.event_id] = (name, _seconds(event, origin))
+        elif event.HasField("activity_task_completed_event_attributes"):
+            attributes = event.activity_task_completed_event_attributes
+            name, at = scheduled[attributes.scheduled_event_id]
+            print(f"  {name:24s} {at:5.2f} -> {_seconds(event, origin):5.2f}")
+    print(f"  Updates accepted: {updates}\n")
+
+
+async def measure(sizes: tuple[int, ...], rounds: int, profile: bool) -> list[Run]:
     with run_temporal(ui=False) as server, run_anvil(block_time=BLOCK_TIME) as chain:
         client = await Client.connect(server.target, data_converter=pydantic_data_converter)
         w3 = await connect_rpc(chain.url)
@@ -127,7 +209,7 @@ async def measure(sizes: tuple[int, ...], rounds: int) -> list[Run]:
             runs = []
             for peers in sizes:
                 for _ in range(rounds):
-                    run = await provision(client, w3, deployment, peers)
+                    run = await provision(client, w3, deployment, peers, profile=profile)
                     print(render_row(run), flush=True)
                     runs.append(run)
             return runs
@@ -177,9 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="print where the time goes")
     args = parser.parse_args(argv)
     print(HEADER)
-    runs = asyncio.run(measure(tuple(args.sizes), args.rounds))
+    runs = asyncio.run(measure(tuple(args.sizes), args.rounds, args.profile))
     if args.write:
         write_section(section(runs))
         print(f"updated {BENCHMARKS}")
