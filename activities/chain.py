@@ -249,8 +249,12 @@ class ChainActivities:
         return await self._w3.eth.get_transaction_count(self._account.address, "latest") > nonce
 
     async def _revert_reason(self, tx: SignedTx, receipt: dict) -> str:
-        unsigned = dict(self._build(tx.intent))
-        error = await tn._replay_error(self._w3, self._account.address, unsigned, receipt)
+        # Replay what was sent, not a rebuild from the intent: the worker that signed it may
+        # have run with another config (a corrected settle timeout, say).
+        sent = await self._w3.eth.get_transaction(tx.tx_hash)
+        data = "0x" + bytes(sent["input"]).hex()
+        call = {"to": sent["to"], "data": data, "gas": sent["gas"], "value": sent["value"]}
+        error = await tn._replay_error(self._w3, self._account.address, call, receipt)
         return error.name if error else "reverted"
 
 
