@@ -10,10 +10,11 @@ fulfils every Prepare with a fixed fulfillment) are the same for both, so only t
 connectors differ. k = 0 (sender straight to sink) is the baseline the hops are measured
 against.
 
-For each chain: a warm-up, then `--repeat` rounds of `--packets` Prepares at 100 in flight
-(packets/s, and the connectors' CPU time per packet per hop from /proc) and of
-`--latency-packets` at 1 in flight (round trip p50/p99); each figure is the median over the
-rounds, which keeps a burst of other load on the machine from deciding it. Per-hop
+All chains run side by side (idle while another is measured). After a warm-up, each round
+measures every chain in turn: `--packets` Prepares at 100 in flight (packets/s, and the
+connectors' CPU time per packet per hop from /proc), then `--latency-packets` at 1 in flight
+(round trip p50/p99). Each figure is the median over `--repeat` rounds, so a burst of other
+load on the machine neither decides a figure nor falls on one connector only. Per-hop
 latency = (round trip with k hops - baseline) / k.
 
     .venv/bin/python bench/packets.py [--packets 5000] [--latency-packets 1000] [--repeat 3] [--write]
@@ -123,10 +124,10 @@ def paychan_chain(hops: int, sink_port: int, work: Path) -> Chain:
     processes = []
     health = []
     for index in range(hops, 0, -1):  # the far end first, so clients connect at once
-        node = f"c{index}"
-        previous = "sender" if index == 1 else f"c{index - 1}"
+        node = f"h{hops}c{index}"
+        previous = "sender" if index == 1 else f"h{hops}c{index - 1}"
         is_last = index == hops
-        next_id = "sink" if is_last else f"c{index + 1}"
+        next_id = "sink" if is_last else f"h{hops}c{index + 1}"
         next_port = sink_port if is_last else ports[index]
         next_token = f"sink-{node}" if is_last else f"tok-{node}-{next_id}"
         health_port = free_port()
@@ -155,7 +156,7 @@ def paychan_chain(hops: int, sink_port: int, work: Path) -> Chain:
         health.append(f"http://127.0.0.1:{health_port}/health/ready")
     for url in health:
         wait_ready(url)
-    return Chain("paychan", hops, f"ws://127.0.0.1:{ports[0]}", "tok-sender-c1", processes)
+    return Chain("paychan", hops, f"ws://127.0.0.1:{ports[0]}", f"tok-sender-h{hops}c1", processes)
 
 
 def wait_ready(url: str, timeout: float = 30.0) -> None:
@@ -188,7 +189,7 @@ def ilp_connector_chain(hops: int, sink_port: int, work: Path) -> Chain:
                 },
                 "next": {
                     "connect": f"ws://127.0.0.1:{sink_port if is_last else ports[index]}",
-                    "token": "sink-js" if is_last else f"tok-j{index + 1}",
+                    "token": f"sink-js{hops}" if is_last else f"tok-j{index + 1}",
                 },
             },
             "routes": [{"targetPrefix": "g.sink", "peerId": "next"}],
@@ -282,73 +283,96 @@ class Result:
     p99_ms: float
 
 
-async def measure(chain: Chain, packets: int, latency_packets: int, repeat: int) -> Result:
+@dataclass
+class Connected:
+    chain: Chain
+    client: BtpClient
+    stream: Packets
+    rates: list[float]
+    cpus: list[float]
+    p50s: list[float]
+    p99s: list[float]
+
+    def result(self) -> Result:
+        return Result(
+            self.chain.name,
+            self.chain.hops,
+            statistics.median(self.rates),
+            statistics.median(self.cpus) if self.chain.hops else None,
+            statistics.median(self.p50s),
+            statistics.median(self.p99s),
+        )
+
+
+async def connect(chain: Chain) -> Connected:
     client = BtpClient(chain.entry_url, "entry", "sender", chain.entry_token, SenderHandler())
     await client.start()
-    try:
-        deadline = time.monotonic() + 30
-        while client.link is None:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{chain.name}: sender could not connect")
-            await asyncio.sleep(0.05)
-        for process in chain.processes:  # ilp-connector says READY once its peers are up
-            if process.stdout is not None:
-                line = await asyncio.to_thread(process.stdout.readline)
-                if not line.startswith("READY"):
-                    raise RuntimeError(f"{chain.name}: {line!r}")
-        await asyncio.sleep(0.5)  # route broadcasts settle
-        link = client.link
-        assert link is not None
-        stream = Packets()
-        await send(link, stream, min(1000, packets), IN_FLIGHT)  # warm-up
-        rates, cpus, p50s, p99s = [], [], [], []
-        for _ in range(repeat):
-            cpu_before = sum(cpu_seconds(p.pid) for p in chain.processes)
-            elapsed, _ = await send(link, stream, packets, IN_FLIGHT)
-            cpu = sum(cpu_seconds(p.pid) for p in chain.processes) - cpu_before
-            rates.append(packets / elapsed)
-            cpus.append(cpu / packets / chain.hops * 1e6 if chain.hops else 0.0)
-            _, round_trips = await send(link, stream, latency_packets, 1)
-            round_trips.sort()
-            p50s.append(statistics.median(round_trips) * 1e3)
-            p99s.append(round_trips[int(len(round_trips) * 0.99)] * 1e3)
-    finally:
-        await client.stop()
-    return Result(
-        chain.name,
-        chain.hops,
-        statistics.median(rates),
-        statistics.median(cpus) if chain.hops else None,
-        statistics.median(p50s),
-        statistics.median(p99s),
-    )
+    deadline = time.monotonic() + 30
+    while client.link is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{chain.name}: sender could not connect")
+        await asyncio.sleep(0.05)
+    for process in chain.processes:  # ilp-connector says READY once its peers are up
+        if process.stdout is not None:
+            line = await asyncio.to_thread(process.stdout.readline)
+            if not line.startswith("READY"):
+                raise RuntimeError(f"{chain.name}: {line!r}")
+    return Connected(chain, client, Packets(), [], [], [], [])
+
+
+async def measure_round(connected: Connected, packets: int, latency_packets: int) -> None:
+    link = connected.client.link
+    if link is None:
+        raise RuntimeError(f"{connected.chain.name}: sender link is down")
+    processes = connected.chain.processes
+    hops = connected.chain.hops
+    cpu_before = sum(cpu_seconds(p.pid) for p in processes)
+    elapsed, _ = await send(link, connected.stream, packets, IN_FLIGHT)
+    cpu = sum(cpu_seconds(p.pid) for p in processes) - cpu_before
+    connected.rates.append(packets / elapsed)
+    connected.cpus.append(cpu / packets / hops * 1e6 if hops else 0.0)
+    _, round_trips = await send(link, connected.stream, latency_packets, 1)
+    round_trips.sort()
+    connected.p50s.append(statistics.median(round_trips) * 1e3)
+    connected.p99s.append(round_trips[int(len(round_trips) * 0.99)] * 1e3)
 
 
 async def measure_all(
     packets: int, latency_packets: int, hops: list[int], repeat: int
 ) -> list[Result]:
-    tokens = {f"c{i}": f"sink-c{i}" for i in range(1, max(hops) + 1)}
-    tokens |= {"sender": "sink-direct", "js": "sink-js"}
+    """Every chain is started up front and measured in turn, round after round, so a burst of
+    other load on the machine falls on all of them alike; medians over the rounds."""
+    tokens = {"sender": "sink-direct"}
+    tokens |= {f"h{count}c{count}": f"sink-h{count}c{count}" for count in hops}
+    tokens |= {f"js{count}": f"sink-js{count}" for count in hops}
     sink, sink_port = start_sink(tokens)
-    results = []
     work = Path(tempfile.mkdtemp(prefix="bench-packets-"))
+    chains = [Chain("direct", 0, f"ws://127.0.0.1:{sink_port}", "sink-direct", [])]
+    connected: list[Connected] = []
     try:
-        direct = Chain("direct", 0, f"ws://127.0.0.1:{sink_port}", "sink-direct", [])
-        results.append(await measure(direct, packets, latency_packets, repeat))
-        for name, build in (("paychan", paychan_chain), ("ilp-connector", ilp_connector_chain)):
+        for build in (paychan_chain, ilp_connector_chain):
             for count in hops:
-                chain_dir = work / f"{name}-{count}"
+                chain_dir = work / f"{build.__name__}-{count}"
                 chain_dir.mkdir()
-                chain = build(count, sink_port, chain_dir)
-                try:
-                    results.append(await measure(chain, packets, latency_packets, repeat))
-                finally:
-                    stop(chain.processes)
-                print(render(results), file=sys.stderr)
+                chains.append(build(count, sink_port, chain_dir))
+        connected = list(await asyncio.gather(*(connect(chain) for chain in chains)))
+        await asyncio.sleep(1.0)  # route broadcasts settle
+        for each in connected:  # warm-up
+            link = each.client.link
+            assert link is not None
+            await send(link, each.stream, min(1000, packets), IN_FLIGHT)
+        for round_number in range(repeat):
+            for each in connected:
+                await measure_round(each, packets, latency_packets)
+            print(f"round {round_number + 1}/{repeat}", file=sys.stderr)
+            print(render([each.result() for each in connected]), file=sys.stderr)
+        return [each.result() for each in connected]
     finally:
+        for each in connected:
+            await each.client.stop()
+        stop([process for chain in chains for process in chain.processes])
         stop([sink])
         shutil.rmtree(work, ignore_errors=True)
-    return results
 
 
 # --- report ---------------------------------------------------------------------------------
