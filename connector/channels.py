@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import structlog
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecution
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -145,30 +145,37 @@ class ChannelProvisioner:
 
     async def rebuild(self, node_id: str) -> int:
         """Load every running channel workflow of this node into the registry."""
-        query = (
-            f'WorkflowType = "{ids.CHANNEL_WORKFLOW}" AND NodeId = "{node_id}" '
-            'AND ExecutionStatus = "Running"'
-        )
         count = 0
-        async for execution in self._client.list_workflows(query):
-            if execution.status is not WorkflowExecutionStatus.RUNNING:
-                continue
+        async for execution in self._client.list_workflows(_running_channels(node_id)):
             handle = self._client.get_workflow_handle(execution.id)
             try:
                 status = await handle.query(
                     ids.QUERY_STATUS, result_type=ChannelStatus, rpc_timeout=QUERY_TIMEOUT
                 )
             except RPCError as err:
-                # No worker answering: the search attributes still tell stage and channel.
+                # No worker answering: the search attributes still tell the stage.
                 log.warning("CHANNEL_STATUS_UNAVAILABLE", workflowId=execution.id, error=str(err))
-                attributes = execution.typed_search_attributes
-                peer_id = attributes.get(ids.PEER_ID)
-                if peer_id is None:
-                    continue
-                self._registry.record_stage(
-                    peer_id, execution.id.rsplit("/", 1)[-1], attributes.get(ids.STAGE) or "?"
-                )
+                self._record_attributes(execution)
             else:
                 self._registry.record_status(status)
             count += 1
         return count
+
+    async def refresh_stages(self, node_id: str) -> None:
+        """Follow stages between READY notifications (AWAITING_FUNDS, FAILED, ...) from the
+        Stage search attribute: one visibility call, no worker needed."""
+        async for execution in self._client.list_workflows(_running_channels(node_id)):
+            self._record_attributes(execution)
+
+    def _record_attributes(self, execution: WorkflowExecution) -> None:
+        attributes = execution.typed_search_attributes
+        peer_id, stage = attributes.get(ids.PEER_ID), attributes.get(ids.STAGE)
+        if peer_id is not None and stage is not None:
+            self._registry.record_stage(peer_id, execution.id.rsplit("/", 1)[-1], stage)
+
+
+def _running_channels(node_id: str) -> str:
+    return (
+        f'WorkflowType = "{ids.CHANNEL_WORKFLOW}" AND NodeId = "{node_id}" '
+        'AND ExecutionStatus = "Running"'
+    )

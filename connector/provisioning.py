@@ -12,6 +12,7 @@ import asyncio
 
 import structlog
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.connector import ConnectorActivities
@@ -30,6 +31,8 @@ log = structlog.get_logger(__name__)
 
 RECONNECT_INITIAL = 0.5
 RECONNECT_MAX = 30.0
+# How often /health follows stages that are not announced to the connector (AWAITING_FUNDS...).
+STAGE_REFRESH_SECONDS = 3.0
 
 
 def channel_params_from_config(
@@ -76,9 +79,9 @@ class ProvisioningRuntime:
     async def start(self) -> None:
         """Connect in the background: the connector forwards packets from the start and
         never waits for Temporal or the chain; link events queue until connected."""
-        self._connecting = asyncio.create_task(self._connect_until_up())
+        self._connecting = asyncio.create_task(self._run())
 
-    async def _connect_until_up(self) -> None:
+    async def _run(self) -> None:
         delay = RECONNECT_INITIAL
         while True:
             try:
@@ -94,7 +97,13 @@ class ProvisioningRuntime:
                 delay = min(delay * 2, RECONNECT_MAX)
             else:
                 self._connected.set()
-                return
+                break
+        while True:
+            await asyncio.sleep(STAGE_REFRESH_SECONDS)
+            try:
+                await self._provisioner.refresh_stages(self.config.node_id)
+            except RPCError as err:
+                log.warning("CHANNEL_STAGES_UNAVAILABLE", error=str(err))
 
     async def _connect(self) -> None:
         config = self.config
@@ -109,7 +118,12 @@ class ProvisioningRuntime:
         self._provisioner = ChannelProvisioner(
             self._client, self.registry, channel_params_from_config(config, chain)
         )
-        rebuilt = await self._provisioner.rebuild(config.node_id)
+        try:
+            rebuilt = await self._provisioner.rebuild(config.node_id)
+        except RPCError as err:
+            # Views then fill from READY notifications and the stage refresh.
+            log.warning("CHANNEL_REBUILD_FAILED", nodeId=config.node_id, error=str(err))
+            rebuilt = 0
         log.info(
             "PROVISIONING_STARTED",
             nodeId=config.node_id,
@@ -134,8 +148,9 @@ class ProvisioningRuntime:
             log.error("CHANNEL_PROVISIONING_SIGNAL_FAILED", peerId=peer_id, error=str(err))
 
     async def stop(self) -> None:
-        if self._connecting is not None and not self._connecting.done():
+        if self._connecting is not None:
             self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
         for task in self._signals:
             if not self._connected.is_set():
                 task.cancel()
