@@ -64,6 +64,7 @@ class ProvisioningRuntime:
         self.config = config
         self.registry = ChannelRegistry()
         self._client: Client | None = None
+        self._chain: ChainContext | None = None
         self._provisioner: ChannelProvisioner | None = None
         self._workers: list[Worker] = []
         self._runs: list[asyncio.Task[None]] = []
@@ -107,7 +108,7 @@ class ProvisioningRuntime:
 
     async def _connect(self) -> None:
         config = self.config
-        chain = await chain_context_from_config(config)
+        chain = self._chain = await chain_context_from_config(config)
         self._client = await connect_temporal(config.temporal)
         connector = ConnectorActivities(self.registry)
         if config.temporal.run_worker:
@@ -159,3 +160,6 @@ class ProvisioningRuntime:
         await asyncio.gather(*(worker.shutdown() for worker in self._workers))
         await asyncio.gather(*self._runs, return_exceptions=True)
         self._workers, self._runs = [], []
+        if self._chain is not None:
+            await self._chain.web3.provider.disconnect()
+            self._chain = None

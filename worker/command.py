@@ -54,3 +54,4 @@ async def _run(config: NodeConfig) -> None:
     log.info("WORKER_STOPPING", nodeId=config.node_id)
     await asyncio.gather(*(worker.shutdown() for worker in workers))
     await asyncio.gather(*runs, return_exceptions=True)
+    await chain.web3.provider.disconnect()
