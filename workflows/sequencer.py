@@ -36,6 +36,8 @@ RETRY = RetryPolicy(
 # Answers kept for repeated submissions (a submitter retried after a crash).
 REMEMBERED_RESULTS = 500
 MAX_HISTORY_EVENTS = 5_000
+# Before it, a repeat arriving while its batch was being sent was queued and sent again.
+PATCH_REPEAT_WHILE_SENDING = "repeat-while-sending-is-not-queued"
 
 
 @workflow.defn(name=ids.SEQUENCER_WORKFLOW)
@@ -44,6 +46,8 @@ class WalletSequencer:
     def __init__(self, params: SequencerParams) -> None:
         self._next_nonce = params.next_nonce
         self._queue: list[SubmitRequest] = []
+        # Request ids of the batch being signed and broadcast: neither queued nor answered.
+        self._sending: frozenset[str] = frozenset()
         self._results: dict[str, SubmitResult] = dict(params.remembered)
 
     @workflow.update(name=ids.UPDATE_SUBMIT_ALL)
@@ -56,11 +60,14 @@ class WalletSequencer:
         return [self._results[request.request_id] for request in batch.requests]
 
     def _enqueue(self, request: SubmitRequest) -> None:
-        # A repeat (a submitter retried after a crash) gets the first answer, no new nonce.
-        if request.request_id not in self._results and all(
-            queued.request_id != request.request_id for queued in self._queue
-        ):
-            self._queue.append(request)
+        # A repeat (a submitter retried after a crash) gets the first answer, no new nonce,
+        # whether that answer is given, queued, or being signed and broadcast right now.
+        request_id = request.request_id
+        if request_id in self._results or any(q.request_id == request_id for q in self._queue):
+            return
+        if request_id in self._sending and workflow.patched(PATCH_REPEAT_WHILE_SENDING):
+            return
+        self._queue.append(request)
 
     @workflow.run
     async def run(self, params: SequencerParams) -> None:
@@ -86,7 +93,9 @@ class WalletSequencer:
                         )
                     )
             batch, self._queue = self._queue, []
+            self._sending = frozenset(request.request_id for request in batch)
             await self._process(batch)
+            self._sending = frozenset()
 
     async def _process(self, batch: list[SubmitRequest]) -> None:
         intents = tuple(intent for request in batch for intent in request.intents)
