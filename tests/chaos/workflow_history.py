@@ -1,0 +1,132 @@
+"""What crash tests read from workflow histories: the moment a named activity completes
+(the step boundary to kill at), and the transactions provisioning asked for."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.api.workflow.v1 import PendingActivityInfo
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from workflows import ids
+from workflows.messages import SubmitRequest, SubmitResult
+
+_SCHEDULED = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+_COMPLETED = EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+
+
+async def wait_for_completed(
+    client: Client, workflow_id: str, activity: str, *, timeout: float = 30.0
+) -> None:
+    """Return as soon as the history of `workflow_id` (long-polled, so within milliseconds)
+    records `activity` as completed; waits for the workflow to exist first."""
+    async with asyncio.timeout(timeout):
+        while True:
+            names: dict[int, str] = {}
+            try:
+                async for event in client.get_workflow_handle(workflow_id).fetch_history_events(
+                    wait_new_event=True
+                ):
+                    if event.event_type == _SCHEDULED:
+                        attributes = event.activity_task_scheduled_event_attributes
+                        names[event.event_id] = attributes.activity_type.name
+                    elif event.event_type == _COMPLETED:
+                        attributes = event.activity_task_completed_event_attributes
+                        if names.get(attributes.scheduled_event_id) == activity:
+                            return
+            except RPCError as err:
+                if err.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+            await asyncio.sleep(0.05)
+
+
+async def completed_activities(client: Client, workflow_id: str) -> list[str]:
+    """Names of the activities completed so far, in history order."""
+    names: dict[int, str] = {}
+    completed = []
+    try:
+        async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+            if event.event_type == _SCHEDULED:
+                names[event.event_id] = (
+                    event.activity_task_scheduled_event_attributes.activity_type.name
+                )
+            elif event.event_type == _COMPLETED:
+                attributes = event.activity_task_completed_event_attributes
+                completed.append(names[attributes.scheduled_event_id])
+    except RPCError as err:
+        if err.status is not RPCStatusCode.NOT_FOUND:
+            raise
+    return completed
+
+
+async def submitted_intent_count(client: Client, workflow_id: str) -> int:
+    """Transactions the channel workflow asked its wallet for: one per intent of each
+    distinct submission (a retried submission carries the same request id)."""
+    requests: dict[str, int] = {}
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        if event.event_type != _SCHEDULED:
+            continue
+        attributes = event.activity_task_scheduled_event_attributes
+        if attributes.activity_type.name != ids.SUBMIT_TRANSACTIONS:
+            continue
+        (request,) = await client.data_converter.decode(attributes.input.payloads, [SubmitRequest])
+        requests[request.request_id] = len(request.intents)
+    return sum(requests.values())
+
+
+async def submitted_hashes(client: Client, workflow_id: str) -> set[str]:
+    """Hashes of the transactions the wallet signed for the channel workflow, as recorded
+    in its history (the answers of `submit_transactions`)."""
+    hashes: set[str] = set()
+    names: dict[int, str] = {}
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        if event.event_type == _SCHEDULED:
+            names[event.event_id] = (
+                event.activity_task_scheduled_event_attributes.activity_type.name
+            )
+        elif event.event_type == _COMPLETED:
+            attributes = event.activity_task_completed_event_attributes
+            if names[attributes.scheduled_event_id] == ids.SUBMIT_TRANSACTIONS:
+                (result,) = await client.data_converter.decode(
+                    attributes.result.payloads, [SubmitResult]
+                )
+                hashes.update(tx.tx_hash for tx in result.txs)
+    return hashes
+
+
+async def wait_for_pending(
+    client: Client,
+    workflow_id: str,
+    activity: str,
+    matches: Callable[[PendingActivityInfo], bool],
+    *,
+    timeout: float = 30.0,
+) -> PendingActivityInfo:
+    """Until the workflow's pending `activity` is in the state `matches` asks for."""
+    handle = client.get_workflow_handle(workflow_id)
+    async with asyncio.timeout(timeout):
+        while True:
+            description = await handle.describe()
+            for pending in description.raw_description.pending_activities:
+                if pending.activity_type.name == activity and matches(pending):
+                    return pending
+            await asyncio.sleep(0.05)
+
+
+def is_running_on(pid: int) -> Callable[[PendingActivityInfo], bool]:
+    """Started by the worker process `pid` (worker identities are `<pid>@<host>`)."""
+
+    def matches(pending: PendingActivityInfo) -> bool:
+        return pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED and (
+            pending.last_worker_identity.startswith(f"{pid}@")
+        )
+
+    return matches
+
+
+def is_waiting_in_queue(pending: PendingActivityInfo) -> bool:
+    """Scheduled and not picked up: no worker polls its task queue."""
+    return pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED
