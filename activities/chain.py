@@ -20,6 +20,7 @@ from web3.exceptions import TransactionNotFound, Web3RPCError
 
 from activities import token_network as tn
 from activities.errors import classified
+from activities.liveness import heartbeating
 from activities.shared_read import SharedRead
 from activities.token_network import Deployment, GasLimit, UnsignedTx
 from workflows import ids
@@ -67,6 +68,7 @@ class ChainActivities:
         self._wallet_state = SharedRead(self._read_wallet)
 
     @activity.defn(name=ids.READ_CHAIN_STATE)
+    @heartbeating
     @classified
     async def read_chain_state(self, request: ReadChainStateInput) -> ChainStateRead:
         """Balances, allowance, fees and the pair's channel. Read-only: safe to retry."""
@@ -110,12 +112,14 @@ class ChainActivities:
         return WalletState(eth, token, allowance, fees)
 
     @activity.defn(name=ids.READ_NEXT_NONCE)
+    @heartbeating
     @classified
     async def read_next_nonce(self) -> int:
         """The wallet's next nonce including pending txs. Read-only: safe to retry."""
         return await self._w3.eth.get_transaction_count(self._account.address, "pending")
 
     @activity.defn(name=ids.SIGN_TRANSACTIONS)
+    @heartbeating
     @classified
     async def sign_transactions(self, request: SignInput) -> list[SignedTx]:
         """Sign the intents with consecutive nonces from `first_nonce`. Sends nothing, so a
@@ -140,6 +144,7 @@ class ChainActivities:
         return signed
 
     @activity.defn(name=ids.BROADCAST_TRANSACTIONS)
+    @heartbeating
     @classified
     async def broadcast_transactions(self, txs: list[SignedTx]) -> list[BroadcastOutcome]:
         """Send the recorded bytes in nonce order. Safe to retry: re-sending a transaction
@@ -150,6 +155,7 @@ class ChainActivities:
         return outcomes
 
     @activity.defn(name=ids.FILL_NONCE_GAPS)
+    @heartbeating
     @classified
     async def fill_nonce_gaps(self, request: FillNoncesInput) -> None:
         """Use each refused nonce with a zero-value self-transfer so later nonces can mine.

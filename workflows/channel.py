@@ -12,7 +12,6 @@ from dataclasses import replace
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -27,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         SubmitResult,
         WaitForReceiptsInput,
     )
+    from workflows.policies import CHAIN_RETRY, HEARTBEAT_TIMEOUT
     from workflows.provisioning.changes import (
         ActionRetry,
         ChainSendFailed,
@@ -48,13 +48,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.provisioning.state import ProvisioningState
     from workflows.provisioning.transition import transition
 
-# RPC and network errors retry with backoff for as long as it takes; only errors the
-# activities classify as non-retryable (reverts, bad config) come back to the workflow.
-CHAIN_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=10),
-)
 # Beyond this the history is continued as new, carrying the state (keeper runs for months).
 MAX_HISTORY_EVENTS = 2_000
 
@@ -162,6 +155,7 @@ class ChannelWorkflow:
             ReadChainStateInput(self._state.peer_address),
             result_type=ChainStateRead,
             start_to_close_timeout=timedelta(seconds=15),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=CHAIN_RETRY,
         )
 
@@ -177,7 +171,7 @@ class ChannelWorkflow:
                 SubmitRequest(batch_id, intents),
                 result_type=SubmitResult,
                 start_to_close_timeout=timedelta(seconds=60),
-                heartbeat_timeout=timedelta(seconds=10),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=CHAIN_RETRY,
             )
             if submitted.refused:
@@ -188,7 +182,7 @@ class ChannelWorkflow:
                 WaitForReceiptsInput(submitted.txs),
                 result_type=ChainSendsMined,
                 start_to_close_timeout=timedelta(minutes=10),
-                heartbeat_timeout=timedelta(seconds=5),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=CHAIN_RETRY,
             )
         except ActivityError as err:

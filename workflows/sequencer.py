@@ -13,7 +13,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from workflows import ids
@@ -27,12 +26,8 @@ with workflow.unsafe.imports_passed_through():
         SubmitRequest,
         SubmitResult,
     )
+    from workflows.policies import CHAIN_RETRY, HEARTBEAT_TIMEOUT
 
-RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=10),
-)
 # Answers kept for repeated submissions (a submitter retried after a crash).
 REMEMBERED_RESULTS = 500
 MAX_HISTORY_EVENTS = 5_000
@@ -76,7 +71,8 @@ class WalletSequencer:
                 ids.READ_NEXT_NONCE,
                 result_type=int,
                 start_to_close_timeout=timedelta(seconds=15),
-                retry_policy=RETRY,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=CHAIN_RETRY,
             )
         while True:
             await workflow.wait_condition(lambda: bool(self._queue) or self._history_is_long())
@@ -104,7 +100,8 @@ class WalletSequencer:
             SignInput(intents, self._next_nonce),
             result_type=list[SignedTx],
             start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RETRY,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=CHAIN_RETRY,
         )
         # The signer may skip ahead if the chain shows the wallet used elsewhere.
         self._next_nonce = signed[-1].nonce + 1
@@ -113,7 +110,8 @@ class WalletSequencer:
             signed,
             result_type=list[BroadcastOutcome],
             start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RETRY,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=CHAIN_RETRY,
         )
         refused = {o.tx_hash: o.error for o in outcomes if o.error is not None}
         if refused:
@@ -121,7 +119,8 @@ class WalletSequencer:
                 ids.FILL_NONCE_GAPS,
                 FillNoncesInput(tuple(o.nonce for o in outcomes if o.error is not None)),
                 start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RETRY,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=CHAIN_RETRY,
             )
         position = 0
         for request in batch:
