@@ -27,6 +27,7 @@ import aiohttp
 from eth_account import Account
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
+from activities import token_network as tn
 from activities.deployment import deploy, fund, write_deployment
 from activities.token_network import Deployment
 from connector.devstack import (
@@ -250,6 +251,43 @@ class DemoResult:
     seconds_to_ready: float
     fulfilled: int
     rejected: int
+    # Per link, from the chain itself: channels ever opened for the pair, and both deposits.
+    on_chain: list[LinkOnChain] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LinkOnChain:
+    left: str
+    right: str
+    channels_opened: int
+    left_deposit: int
+    right_deposit: int
+
+
+async def read_links_on_chain(stack: DemoStack) -> list[LinkOnChain]:
+    """What the chain says of each link, independently of what the connectors report."""
+    w3 = AsyncWeb3(AsyncHTTPProvider(stack.anvil.url))
+    by_id = {node.node_id: Account.from_key(node.key).address for node in stack.nodes}
+    links = []
+    for left, right in LINKS:
+        a, b = by_id[left], by_id[right]
+        channel_id = await tn.get_channel_id(w3, stack.deployment, a, b)
+        deposits = [0, 0]
+        if channel_id is not None:
+            for index, address in enumerate((a, b)):
+                side = await tn.get_participant(w3, stack.deployment, channel_id, address)
+                deposits[index] = side.deposit
+        links.append(
+            LinkOnChain(
+                left=left,
+                right=right,
+                channels_opened=await tn.get_pair_counter(w3, stack.deployment, a, b),
+                left_deposit=deposits[0],
+                right_deposit=deposits[1],
+            )
+        )
+    await w3.provider.disconnect()
+    return links
 
 
 async def run_demo(
@@ -288,6 +326,12 @@ async def run_demo(
         to_ready = time.monotonic() - started
         out(status_table(stack))
         out(f"All {len(LINKS)} links READY on both ends after {to_ready:.1f}s; no packet sent yet.")
+        on_chain = await read_links_on_chain(stack)
+        for link in on_chain:
+            out(
+                f"on-chain {link.left}-{link.right}: {link.channels_opened} channel opened, "
+                f"deposits {link.left_deposit} / {link.right_deposit}"
+            )
         sender = stack.nodes[0]
         results = await asyncio.gather(
             *(send_payment(session, sender, "g.peer5", PAYMENT_AMOUNT) for _ in range(payments))
@@ -304,7 +348,7 @@ async def run_demo(
                 out(status_table(stack))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(keep_running.wait(), 5)
-        return DemoResult(to_ready, fulfilled, payments - fulfilled)
+        return DemoResult(to_ready, fulfilled, payments - fulfilled, on_chain)
 
 
 def demo_command(args: argparse.Namespace) -> int:

@@ -37,4 +37,9 @@ async def test_demo_reaches_ready_then_payments_flow_then_stops_everything(
     first_payment = next(i for i, line in enumerate(lines) if line.startswith("Sent "))
     assert ready_at < first_payment
     assert f"All {len(LINKS)} links READY" in lines[ready_at]
+    # Exactly one channel per pair on-chain, both deposits at the examples' target
+    # (initialDepositMultiplier 10 x settlementThreshold 1,000,000).
+    assert [link.channels_opened for link in result.on_chain] == [1] * len(LINKS)
+    for link in result.on_chain:
+        assert link.left_deposit == link.right_deposit == 10 * 1_000_000
     assert live_children() <= before
