@@ -11,6 +11,11 @@ A peer's balance is what that peer owes us, net, in base units of the settlement
     our settlement to B acknowledged   await apply_outgoing_settlement(B, z)   balance += z
     B's settlement to us received      await apply_incoming_settlement(B, z)   balance -= z
 
+A settlement may carry `journal` statements (the claim store's rows, connector/claim_store.py):
+they are written in the same SQLite transaction as the balance they explain, so after a crash
+the file holds both or neither — a claim is never credited twice nor recorded uncredited.
+`write_journal` writes statements alone, with the same durability.
+
 When what we owe a peer (-balance) reaches its settlement threshold, the listener gets one
 `SettlementRequired(peer_id, amount)`; no second event for that peer until a settlement is
 applied or `settlement_failed(peer_id)` re-arms it.
@@ -37,7 +42,7 @@ import asyncio
 import functools
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +162,8 @@ _UPSERT = (
 )
 
 _Row = tuple[str, str, float]
+# One SQL statement and its parameters, written in the batch transaction of a balance change.
+JournalEntry = tuple[str, tuple[object, ...]]
 SettlementListener = Callable[[SettlementRequired], object]
 
 
@@ -191,6 +198,7 @@ class BalanceLedger:
             ThreadPoolExecutor(1, thread_name_prefix="ledger") if synchronous == "full" else None
         )
         self._dirty: set[str] = set()
+        self._journal: list[JournalEntry] = []
         self._next_flush: asyncio.Future[None] | None = None
         self._writing = False
         self._closed = False
@@ -266,20 +274,30 @@ class BalanceLedger:
 
     # --- settlement --------------------------------------------------------------------------
 
-    async def apply_outgoing_settlement(self, peer_id: str, amount: int) -> None:
-        """`peer_id` acknowledged our payment of `amount`: we owe it that much less."""
+    async def apply_outgoing_settlement(
+        self, peer_id: str, amount: int, journal: Sequence[JournalEntry] = ()
+    ) -> None:
+        """`peer_id` acknowledged our payment of `amount`: we owe it that much less.
+        `journal` is written in the same transaction as the new balance."""
         account = self._account(peer_id)
         account.balance += _amount(amount)
         account.settlement_requested = False
         self._emit_if_due(account)
-        await self._persist(peer_id)
+        await self._persist(peer_id, journal)
 
-    async def apply_incoming_settlement(self, peer_id: str, amount: int) -> None:
-        """We received `amount` from `peer_id`: it owes us that much less, freeing credit."""
+    async def apply_incoming_settlement(
+        self, peer_id: str, amount: int, journal: Sequence[JournalEntry] = ()
+    ) -> None:
+        """We received `amount` from `peer_id`: it owes us that much less, freeing credit.
+        `journal` is written in the same transaction as the new balance."""
         account = self._account(peer_id)
         account.balance -= _amount(amount)
         self._emit_if_due(account)
-        await self._persist(peer_id)
+        await self._persist(peer_id, journal)
+
+    async def write_journal(self, journal: Sequence[JournalEntry]) -> None:
+        """Write `journal` with the next batch, no balance change. Durable on return."""
+        await self._persist(None, journal)
 
     def settlement_failed(self, peer_id: str) -> None:
         """The requested settlement did not happen: ask again if still due."""
@@ -308,7 +326,7 @@ class BalanceLedger:
 
     async def flush(self) -> None:
         """Wait until every change made so far is on disk."""
-        if self._dirty or self._writing:
+        if self._dirty or self._journal or self._writing:
             await self._persist(None)
 
     async def close(self) -> None:
@@ -332,16 +350,19 @@ class BalanceLedger:
         if event is not None and self._listener is not None:
             self._listener(event)
 
-    async def _persist(self, peer_id: str | None) -> None:
+    async def _persist(self, peer_id: str | None, journal: Sequence[JournalEntry] = ()) -> None:
         """Join the next write batch and wait for it. One transaction per loop turn."""
         # shield: a cancelled packet task must not cancel the batch other packets wait for.
-        await asyncio.shield(self._schedule(peer_id))
+        await asyncio.shield(self._schedule(peer_id, journal))
 
-    def _schedule(self, peer_id: str | None) -> asyncio.Future[None]:
+    def _schedule(
+        self, peer_id: str | None, journal: Sequence[JournalEntry] = ()
+    ) -> asyncio.Future[None]:
         if self._closed:
             raise BalanceError("ledger is closed")
         if peer_id is not None:
             self._dirty.add(peer_id)
+        self._journal.extend(journal)
         if self._next_flush is None:
             loop = asyncio.get_running_loop()
             self._next_flush = loop.create_future()
@@ -355,44 +376,59 @@ class BalanceLedger:
         now = time.time()
         rows = [(peer, str(self._accounts[peer].balance), now) for peer in self._dirty]
         self._dirty.clear()
+        journal, self._journal = self._journal, []
         if self._writer is None:
             try:
-                self._write_rows(rows)
+                self._write_rows(rows, journal)
             except Exception as exc:
-                self._batch_failed(done, rows, exc)
+                self._batch_failed(done, rows, journal, exc)
             else:
                 done.set_result(None)
             return
         self._writing = True
-        written = asyncio.get_running_loop().run_in_executor(self._writer, self._write_rows, rows)
-        written.add_done_callback(functools.partial(self._batch_written, done, rows))
+        written = asyncio.get_running_loop().run_in_executor(
+            self._writer, self._write_rows, rows, journal
+        )
+        written.add_done_callback(functools.partial(self._batch_written, done, rows, journal))
 
     def _batch_written(
-        self, done: asyncio.Future[None], rows: list[_Row], written: asyncio.Future[None]
+        self,
+        done: asyncio.Future[None],
+        rows: list[_Row],
+        journal: list[JournalEntry],
+        written: asyncio.Future[None],
     ) -> None:
         self._writing = False
         failure = written.exception()
         if failure is None:
             done.set_result(None)
         else:
-            self._batch_failed(done, rows, failure)
+            self._batch_failed(done, rows, journal, failure)
         # Changes made while the writer thread was busy form the next batch.
         if self._next_flush is not None:
             asyncio.get_running_loop().call_soon(self._write_batch)
 
     def _batch_failed(
-        self, done: asyncio.Future[None], rows: list[_Row], exc: BaseException
+        self,
+        done: asyncio.Future[None],
+        rows: list[_Row],
+        journal: list[JournalEntry],
+        exc: BaseException,
     ) -> None:
-        # Memory still holds the numbers: mark them dirty so the next batch writes them again.
+        # Memory still holds the numbers: mark them dirty so the next batch writes them again,
+        # with the journal entries that explain them, ahead of any newer ones.
         self._dirty.update(peer for peer, _, _ in rows)
+        self._journal[:0] = journal
         log.error("LEDGER_WRITE_FAILED", error=repr(exc), peers=len(rows))
         done.set_exception(exc)
 
-    def _write_rows(self, rows: list[_Row]) -> None:
+    def _write_rows(self, rows: list[_Row], journal: list[JournalEntry]) -> None:
         connection = self._connection
         connection.execute("BEGIN")
         try:
             connection.executemany(_UPSERT, rows)
+            for statement, parameters in journal:
+                connection.execute(statement, parameters)
         except BaseException:
             connection.execute("ROLLBACK")
             raise

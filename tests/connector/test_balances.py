@@ -452,3 +452,64 @@ async def test_closed_ledger_refuses_writes(ledger_file: Path) -> None:
 
     with pytest.raises(BalanceError, match="closed"):
         await ledger.record_outgoing("bob", 1)
+
+
+# --- journal entries: written in the same transaction as the balance --------------------------
+
+_JOURNAL_TABLE = "CREATE TABLE IF NOT EXISTS notes (peer_id TEXT, amount INTEGER)"
+
+
+def _note(peer_id: str, amount: int) -> tuple[str, tuple[object, ...]]:
+    return ("INSERT INTO notes (peer_id, amount) VALUES (?, ?)", (peer_id, amount))
+
+
+def stored_notes(path: Path) -> list[tuple[str, int]]:
+    with sqlite3.connect(path) as connection:
+        return list(connection.execute("SELECT peer_id, amount FROM notes ORDER BY rowid"))
+
+
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+async def test_settlement_journal_lands_with_its_balance(
+    ledger_file: Path, synchronous: str
+) -> None:
+    ledger = BalanceLedger.open(ledger_file, LIMITS, synchronous=synchronous)
+    with sqlite3.connect(ledger_file) as setup:
+        setup.execute(_JOURNAL_TABLE)
+    try:
+        await ledger.record_outgoing("bob", 700)
+        await ledger.apply_outgoing_settlement("bob", 600, [_note("bob", 600)])
+        ledger.hold_incoming("alice", 300)
+        await ledger.commit_incoming("alice", 300)
+        await ledger.apply_incoming_settlement("alice", 200, [_note("alice", -200)])
+        await ledger.write_journal([_note("carol", 0)])
+
+        assert stored_balances(ledger_file) == {"bob": -100, "alice": 100}
+        assert stored_notes(ledger_file) == [("bob", 600), ("alice", -200), ("carol", 0)]
+    finally:
+        await ledger.close()
+
+
+async def test_journal_that_cannot_be_written_is_retried_with_its_balance(
+    ledger_file: Path,
+) -> None:
+    ledger = BalanceLedger.open(ledger_file, LIMITS)
+    with sqlite3.connect(ledger_file) as setup:
+        setup.execute(_JOURNAL_TABLE)
+    blocker = sqlite3.connect(ledger_file, isolation_level=None, timeout=0)
+    try:
+        await ledger.record_outgoing("bob", 700)
+        blocker.execute("BEGIN IMMEDIATE")
+        ledger._connection.execute("PRAGMA busy_timeout=0")
+        with pytest.raises(sqlite3.OperationalError):
+            await ledger.apply_outgoing_settlement("bob", 600, [_note("bob", 600)])
+        # Neither is on disk while the write fails ...
+        assert stored_balances(ledger_file) == {"bob": -700}
+        assert stored_notes(ledger_file) == []
+        blocker.execute("ROLLBACK")
+
+        await ledger.flush()  # ... and both land together on the next batch.
+        assert stored_balances(ledger_file) == {"bob": -100}
+        assert stored_notes(ledger_file) == [("bob", 600)]
+    finally:
+        blocker.close()
+        await ledger.close()
