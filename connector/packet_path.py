@@ -2,16 +2,17 @@
 
 A Prepare from a peer runs, outermost first:
 
-    Reject --> IncomingValidator --> PeerProtocol --> MaxAmount --> IncomingBalance
-           --> Router --> Receiver                                     (routed to this node)
-                      \\-> Fee --> OutgoingBalance --> Expiry --> FulfillmentValidator
-                                 --> Peer (BTP link)
+    PacketMetrics --> Reject --> IncomingValidator --> PeerProtocol --> MaxAmount
+           --> IncomingBalance --> Router --> Receiver                 (routed to this node)
+                                          \\-> Fee --> OutgoingBalance --> Expiry
+                                                 --> FulfillmentValidator --> HopMetrics
+                                                 --> Peer (BTP link)
 
 A Prepare this node sends itself (`PacketPath.originate`) skips what only makes sense for a
 packet someone else sent us (peer protocols, their packet maximum, their credit, our fee):
 
-    Reject --> IncomingValidator --> Router --> Receiver
-                                            \\-> OutgoingBalance --> Expiry --> ...
+    PacketMetrics --> Reject --> IncomingValidator --> Router --> Receiver
+                                                           \\-> OutgoingBalance --> ...
 
 Nothing here runs per packet: services are built once; the per-packet work is theirs.
 """
@@ -37,6 +38,7 @@ from connector.services.fee import FeeService
 from connector.services.interface import LOCAL, Clock, IncomingService, utc_now
 from connector.services.local import ReceiverService
 from connector.services.max_amount import MaxAmountService
+from connector.services.metrics import HopMetricsService, PacketMetricsService
 from connector.services.peer import Link, PeerService
 from connector.services.peer_protocol import PeerProtocolService
 from connector.services.reject import RejectService
@@ -83,7 +85,8 @@ def build_packet_path(
     table = routing_table_from_config(config)
 
     # --- outgoing, innermost first -------------------------------------------------------
-    to_peer = PeerService(links, clock)
+    # The hop's round trip alone: timed around the link, inside everything this node does.
+    to_peer = HopMetricsService(config.node_id, PeerService(links, clock))
     # Inside the expiry: a wrong fulfillment that arrives in time is F05, and one that
     # arrives late is R00 either way.
     validated = FulfillmentValidatorService(to_peer)
@@ -105,10 +108,13 @@ def build_packet_path(
     # peer.* is answered on the link it came over, before any limit or balance applies.
     peer_protocols = PeerProtocolService(limited)
     # An already-expired Prepare is refused before anything else is done for it.
-    incoming = RejectService(own_address, IncomingValidatorService(peer_protocols, clock))
+    answered = RejectService(own_address, IncomingValidatorService(peer_protocols, clock))
+    # Outside the Reject service, so every answer is counted with the code it went out with.
+    incoming = PacketMetricsService(config.node_id, "peer", answered)
 
     # --- this node's own packets: no fee, no peer credit, no peer protocols ----------------
     own_routed = RouterService(table, owed, receiver)
-    originate = RejectService(own_address, IncomingValidatorService(own_routed, clock))
+    own_answered = RejectService(own_address, IncomingValidatorService(own_routed, clock))
+    originate = PacketMetricsService(config.node_id, "local", own_answered)
 
     return PacketPath(incoming=incoming, originate=originate, routing_table=table)
