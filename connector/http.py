@@ -7,6 +7,7 @@ Health (`health` config, loopback by default; 0.0.0.0 inside containers):
     GET /health/live    200 while the process serves requests
     GET /health/ready   200 when the BTP server listens and every outbound peer is
                         connected, else 503 (same JSON body as /health)
+    GET /metrics        Prometheus text exposition (see connector/metrics.py)
 
 Admin (`admin` config, 127.0.0.1 by default), every request needs
 `Authorization: Bearer <token>` (constant-time compare, 401 otherwise):
@@ -41,6 +42,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from connector import metrics
 from connector.config import UINT64_MAX, AdminConfig, HealthConfig, IlpAddress
 
 log = structlog.get_logger(__name__)
@@ -157,10 +159,15 @@ def build_health_app(
         body = report()
         return web.json_response(body.to_json(), status=200 if body.ready else 503)
 
+    async def prometheus(request: web.Request) -> web.Response:
+        body, content_type = metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
     app = web.Application()
     app.router.add_get("/health", health)
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
+    app.router.add_get("/metrics", prometheus)
     return app
 
 

@@ -27,6 +27,7 @@ from typing import Literal, TypeVar
 
 import structlog
 
+from connector import metrics
 from connector.balances import BalanceLedger, SettlementRequired, open_ledger
 from connector.btp.client import BtpClient
 from connector.btp.connection import BtpLink
@@ -144,6 +145,8 @@ class ConnectorNode:
             self._health = health_server(config.health, self)
             await self._health.start()
             self._http.append(self._health)
+            # Balances, deposits and stages are read from the node when /metrics is scraped.
+            metrics.NODES.attach(self)
             if config.admin is not None:
                 self._admin = admin_server(config.admin, self)
                 await self._admin.start()
@@ -161,6 +164,7 @@ class ConnectorNode:
 
     async def stop(self) -> None:
         """Close everything that start() opened; safe to call more than once."""
+        metrics.NODES.detach(self)
         for server in reversed(self._http):
             await server.stop()
         self._http.clear()
