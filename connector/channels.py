@@ -8,6 +8,7 @@ connector starts, so a restart opens nothing: the workflows already know every c
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -50,9 +51,11 @@ class ChannelView:
 class ChannelRegistry:
     """Per-peer channel views; written by the readiness activity and by rebuilds."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_stage: Callable[[str, str], None] | None = None) -> None:
         self._views: dict[str, ChannelView] = {}
         self._ready_events: dict[str, asyncio.Event] = {}
+        # Told (peer id, stage) whenever a peer's stage changes here (connector.metrics).
+        self._on_stage = on_stage
 
     def mark_ready(self, ready: SettlementReady) -> bool:
         """Set the peer READY; True when this is news (first time, or another channel)."""
@@ -65,7 +68,7 @@ class ChannelRegistry:
             our_deposit=int(ready.our_deposit),
             their_deposit=int(ready.their_deposit),
         )
-        self._views[ready.peer_id] = view
+        self._store(view)
         self._event(ready.peer_id).set()
         return previous is None or not previous.is_ready or previous.channel_id != view.channel_id
 
@@ -79,16 +82,22 @@ class ChannelRegistry:
             their_deposit=int(status.their_deposit),
             last_error=status.last_error,
         )
-        self._views[status.peer_id] = view
+        self._store(view)
         if view.is_ready:
             self._event(status.peer_id).set()
 
     def record_stage(self, peer_id: str, token: str, stage: str) -> None:
         current = self._views.get(peer_id)
         if current is None:
-            self._views[peer_id] = ChannelView(peer_id=peer_id, token=token, stage=stage)
+            self._store(ChannelView(peer_id=peer_id, token=token, stage=stage))
         elif not current.is_ready:
-            self._views[peer_id] = replace(current, stage=stage)
+            self._store(replace(current, stage=stage))
+
+    def _store(self, view: ChannelView) -> None:
+        previous = self._views.get(view.peer_id)
+        self._views[view.peer_id] = view
+        if self._on_stage is not None and (previous is None or previous.stage != view.stage):
+            self._on_stage(view.peer_id, view.stage)
 
     def view(self, peer_id: str) -> ChannelView | None:
         return self._views.get(peer_id)

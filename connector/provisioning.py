@@ -18,6 +18,7 @@ from temporalio.worker import Worker
 from activities.connector import ConnectorActivities
 from connector.channels import ChannelProvisioner, ChannelRegistry
 from connector.config import NodeConfig
+from connector.metrics import StageTimer
 from worker.run import (
     ChainContext,
     build_workers,
@@ -62,7 +63,7 @@ def channel_params_from_config(
 class ProvisioningRuntime:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.registry = ChannelRegistry()
+        self.registry = ChannelRegistry(on_stage=StageTimer(config.node_id).stage_changed)
         self._client: Client | None = None
         self._chain: ChainContext | None = None
         self._provisioner: ChannelProvisioner | None = None
