@@ -78,6 +78,8 @@ class _Section(BaseModel):
         extra="forbid",
         frozen=True,
         hide_input_in_errors=True,
+        # The docstring under each field is its description (paychan config-reference).
+        use_attribute_docstrings=True,
     )
 
 
@@ -126,14 +128,23 @@ class PeerConfig(_Section):
     """
 
     id: Identifier
+    """Peer id: letters, digits, `_`, `~`, `-`; part of its workflow id and ILP routes."""
     url: str | None = None
+    """`ws://` or `wss://` URL to connect out to; without it the peer connects in."""
     auth_token: Annotated[SecretStr, _secret_of_length(1)]
+    """BTP auth token: sent when connecting out, expected when it connects in; never logged."""
     relation: Literal["peer", "parent", "child"] = "peer"
+    """ILP relation of the peer to this node."""
     evm_address: str | None = None
+    """The peer's EVM address (quote it in YAML); without it provisioning is SKIPPED."""
     preferred_tokens: list[str] = Field(default_factory=lambda: ["M2M"], min_length=1)
+    """Settlement tokens; the first one names the channel workflow and its channel."""
     max_packet_amount: int | None = Field(default=None, gt=0, le=UINT64_MAX)
+    """Largest Prepare amount accepted from the peer (F08 above it); none: no limit."""
     credit_limit: int = Field(default=DEFAULT_CREDIT_LIMIT, ge=0)
+    """How much the peer may owe us before its Prepares are refused with T04."""
     settlement_threshold: int | None = Field(default=None, gt=0)
+    """What we may owe the peer before settling; none: `settlement.settlementThreshold`."""
 
     @field_validator("url")
     @classmethod
@@ -167,7 +178,9 @@ class RouteConfig(_Section):
     """A static route: packets whose destination starts with `prefix` go to `peer`."""
 
     prefix: str
+    """ILP address prefix (RFC 0015), or a bare scheme such as `g` for a default route."""
     peer: str
+    """Id of a configured peer that packets for `prefix` go to."""
 
     @field_validator("prefix")
     @classmethod
@@ -186,19 +199,31 @@ class SettlementConfig(_Section):
     """
 
     enable_settlement: bool = False
+    """Provision a payment channel per peer on connect (Temporal + EVM chain)."""
     threshold: int = Field(default=1_000_000, gt=0, alias="settlementThreshold")
+    """What we may owe a peer before a claim is sent (base units)."""
     initial_deposit_multiplier: int = Field(default=10, ge=1)
+    """Deposit target of a channel: this times the peer's settlement threshold."""
     min_deposit_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Top up when our deposit falls below this fraction of the target."""
     settle_timeout: int = Field(default=500, gt=0)
+    """Blocks between closing a channel and settling it (bounded by the contract)."""
     rpc_url: str | None = None
+    """EVM JSON-RPC endpoint (`http(s)://` or `ws(s)://`); required when enabled."""
     chain_id: int | None = Field(default=None, gt=0)
+    """Chain id used with explicit addresses; none: read from the RPC."""
     deployment_file: Path | None = None
+    """JSON written by `paychan deploy`: registry, token and token network addresses."""
     registry_address: str | None = None
+    """TokenNetworkRegistry address, instead of `deploymentFile`."""
     token_address: str | None = None
+    """Settlement token (ERC20) address, instead of `deploymentFile`."""
     token_network_address: str | None = None
+    """TokenNetwork of the token; none: looked up in the registry."""
     private_key_env: str = Field(
         default=DEFAULT_PRIVATE_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"
     )
+    """Name of the environment variable holding the treasury private key (never in YAML)."""
     # Filled from the environment at load time; excluded from dumps, masked in repr.
     private_key: SecretStr | None = Field(default=None, exclude=True)
 
@@ -272,47 +297,70 @@ class HealthConfig(_Section):
     """`/health` server. Port 0 picks a free port. Use 0.0.0.0 inside containers."""
 
     host: str = "127.0.0.1"
+    """Interface of `/health`, `/health/live`, `/health/ready` and `/metrics`."""
     port: int = Field(default=0, ge=0, le=65535)
+    """Port; 0 picks a free one."""
 
 
 class AdminConfig(_Section):
     """Admin API: bearer-token protected, loopback by default."""
 
     host: str = "127.0.0.1"
+    """Interface of the admin API; keep it on loopback."""
     port: int = Field(default=0, ge=0, le=65535)
+    """Port; 0 picks a free one (`paychan send` needs a fixed one)."""
     token: Annotated[SecretStr, _secret_of_length(16)]
+    """Bearer token every admin request must carry (16 characters or more)."""
 
 
 class TemporalConfig(_Section):
     address: str = "127.0.0.1:7233"
+    """Temporal frontend `host:port`."""
     namespace: str = "default"
-    # The provisioning worker runs inside the connector unless `paychan worker` runs it apart.
+    """Temporal namespace of the node's workflows."""
     run_worker: bool = True
+    """Run the node's provisioning workers in the connector; false: `paychan worker` runs them."""
 
 
 class NodeConfig(_Section):
     """One connector node."""
 
     node_id: Identifier
+    """This node's id: letters, digits, `_`, `~`, `-`; names its workflows and task queues."""
     ilp_address: IlpAddress
+    """This node's ILP address (RFC 0015), e.g. `g.peer2`."""
     btp_server_host: str = "127.0.0.1"
+    """Interface the BTP server listens on for peers that connect in."""
     btp_server_port: int = Field(ge=0, le=65535)
+    """BTP server port; 0 picks a free one."""
     peers: list[PeerConfig] = Field(default_factory=list)
+    """BTP peers (section `peers[]`)."""
     routes: list[RouteConfig] = Field(default_factory=list)
+    """Static routes (section `routes[]`); this node's own address is always routed here."""
     settlement: SettlementConfig | None = None
+    """Payment channels (section `settlement`); none: no settlement."""
     health: HealthConfig = Field(default_factory=HealthConfig)
+    """Health and metrics server (section `health`)."""
     # No admin section → no admin API: it is never served without a token.
     admin: AdminConfig | None = None
+    """Admin API (section `admin`); none: no admin API."""
     ledger_path: Path | None = None
+    """SQLite balance ledger; none: `data/<nodeId>/ledger.sqlite3`."""
     # SQLite `synchronous` for the WAL ledger: "normal" survives process crashes, "full" also
     # power loss (an fsync per write batch). See connector/balances.py and BENCHMARKS.md.
     ledger_sync: Literal["normal", "full"] = "normal"
+    """`normal` survives process crashes; `full` also power loss (an fsync per write batch)."""
     # Seeds the fulfillments of packets addressed to this node (local delivery).
     receiver_secret: Annotated[SecretStr, _secret_of_length(16)] | None = None
+    """Seeds the fulfillments of packets addressed to this node; none: random per start."""
     fee_basis_points: int = Field(default=0, ge=0, le=10_000)
+    """Fee kept on forwarded packets, in 1/100 of a percent."""
     temporal: TemporalConfig = Field(default_factory=TemporalConfig)
+    """Temporal connection (section `temporal`)."""
     log_format: Literal["console", "json"] = "console"
+    """`console` for people, `json` for log collectors."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Lowest level logged."""
 
     @model_validator(mode="after")
     def _check_references(self) -> NodeConfig:
