@@ -8,8 +8,9 @@
 # pydantic cannot resolve string annotations against modules the sandbox never imported.
 
 from dataclasses import dataclass
+from enum import StrEnum
 
-from workflows.provisioning.state import Channel
+from workflows.provisioning.state import Channel, Payout, SignedClaim
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,99 @@ class ChainSendFailed:
     reason: str
 
 
+# ---------------------------------------------------------------- channel keeping
+
+
+@dataclass(frozen=True)
+class ActionTopUp:
+    """Operator or connector asks for a deposit check now (signal `top_up`)."""
+
+
+@dataclass(frozen=True)
+class ActionClose:
+    """Operator asks to close the channel (signal `close`, `paychan close`)."""
+
+    cooperative: bool = False
+    reason: str = "operator"
+
+
+@dataclass(frozen=True)
+class TimerKeep:
+    """The keeper's durable timer fired: time to read the channel again."""
+
+
+class ChannelPhase(StrEnum):
+    """`TokenNetwork.ChannelState` as the keeper sees it; NONE: no channel has that id."""
+
+    NONE = "NONE"
+    OPENED = "OPENED"
+    CLOSED = "CLOSED"
+    SETTLED = "SETTLED"
+
+
+@dataclass(frozen=True)
+class OnChainChannel:
+    """The channel and our wallet as one chain read.
+
+    Participant amounts are zero once SETTLED (the contract deletes them); `payout` then
+    holds what the settle event paid. `partner_nonce` is the nonce of the partner's own
+    proof on-chain (set by our close or by the partner's update).
+    """
+
+    channel_id: str
+    phase: ChannelPhase
+    block_number: int
+    our_deposit: int = 0
+    their_deposit: int = 0
+    our_withdrawn: int = 0
+    their_withdrawn: int = 0
+    closed_by_us: bool = False
+    settle_block: int = 0
+    partner_nonce: int = 0
+    payout: Payout | None = None
+    # For a top-up: what the wallet holds and what a send costs.
+    token_balance: int = 0
+    eth_balance: int = 0
+    allowance: int = 0
+    fee_per_gas: int = 0
+    gas_limits: GasLimits | None = None
+
+
+@dataclass(frozen=True)
+class ClaimsRead:
+    """The connector's claim store for the channel: our latest sent claim (what we have
+    transferred) and the best claim received from the partner (what it has transferred)."""
+
+    latest_sent: SignedClaim | None = None
+    best_received: SignedClaim | None = None
+
+
+@dataclass(frozen=True)
+class ChainChannelRead:
+    """Chain and claims read together; `now` is the workflow clock when they were read."""
+
+    now: float
+    chain: OnChainChannel
+    claims: ClaimsRead
+
+
+@dataclass(frozen=True)
+class ReceiveCooperativeSignatures:
+    """Both signatures over `terms` of a cooperative settle (ours and the partner's)."""
+
+    our_balance: int
+    their_balance: int
+    our_signature: str
+    their_signature: str
+
+
+@dataclass(frozen=True)
+class ReceiveCooperativeRefusal:
+    """The partner refused or did not answer a cooperative settle in time."""
+
+    reason: str
+
+
 Change = (
     ReceivePeerConnected
     | ActionRetry
@@ -74,4 +168,10 @@ Change = (
     | ChainStateRead
     | ChainSendsMined
     | ChainSendFailed
+    | ActionTopUp
+    | ActionClose
+    | TimerKeep
+    | ChainChannelRead
+    | ReceiveCooperativeSignatures
+    | ReceiveCooperativeRefusal
 )

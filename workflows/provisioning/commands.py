@@ -9,13 +9,28 @@ The workflow interprets each as activities or timers; none does I/O itself.
 from dataclasses import dataclass
 from enum import StrEnum
 
-from workflows.provisioning.state import Shortfall
+from workflows.provisioning.state import Payout, Shortfall, SignedClaim
 
 
 class SendKind(StrEnum):
     APPROVE = "approve"
     OPEN_CHANNEL = "open_channel"
     SET_TOTAL_DEPOSIT = "set_total_deposit"
+    CLOSE_CHANNEL = "close_channel"
+    UPDATE_NON_CLOSING = "update_non_closing_balance_proof"
+    SETTLE_CHANNEL = "settle_channel"
+    COOPERATIVE_SETTLE = "cooperative_settle"
+
+
+@dataclass(frozen=True)
+class CooperativeTerms:
+    """Final balances of a cooperative settle, from our side, with both signatures once
+    known (0x-hex; empty while being asked for)."""
+
+    our_balance: int
+    their_balance: int
+    our_signature: str = ""
+    their_signature: str = ""
 
 
 @dataclass(frozen=True)
@@ -26,6 +41,9 @@ class TxIntent:
     channel_id: str | None = None
     partner: str | None = None
     total_deposit: int | None = None
+    # CLOSE_CHANNEL: the partner's proof; UPDATE_NON_CLOSING: the closer's (the partner's).
+    proof: SignedClaim | None = None
+    settlement: CooperativeTerms | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,35 @@ class LogShortfall:
     shortfall: Shortfall
 
 
+@dataclass(frozen=True)
+class ReadChannel:
+    """Read the channel on-chain (with our wallet) and its claims from the connector."""
+
+
+@dataclass(frozen=True)
+class RequestCooperativeSettle:
+    """Sign these final balances and ask the partner to sign them too."""
+
+    terms: CooperativeTerms
+
+
+@dataclass(frozen=True)
+class NotifyChannelClosing:
+    """Tell the connector the channel is closing (no more claims on it) or settled."""
+
+    channel_id: str
+    stage: str
+    payout: Payout | None = None
+
+
 Command = (
-    ChainReadState | ChainSend | WaitForFunds | NotifySettlementReady | EmitTelemetry | LogShortfall
+    ChainReadState
+    | ChainSend
+    | WaitForFunds
+    | NotifySettlementReady
+    | EmitTelemetry
+    | LogShortfall
+    | ReadChannel
+    | RequestCooperativeSettle
+    | NotifyChannelClosing
 )
