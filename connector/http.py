@@ -74,6 +74,13 @@ class PeerHealth(_Document):
     token: str | None = None
     our_deposit: Amount | None = None
     their_deposit: Amount | None = None
+    # Filled by settlement (connector/settlement.py): the latest claims on the peer's channel,
+    # amounts cumulative over the channel; None until a claim went that way.
+    sent_claim_nonce: Amount | None = None
+    sent_claim_amount: Amount | None = None
+    sent_claim_acknowledged: bool | None = None
+    received_claim_nonce: Amount | None = None
+    received_claim_amount: Amount | None = None
 
 
 class HealthSnapshot(_Document):

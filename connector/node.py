@@ -34,6 +34,7 @@ from connector.btp.connection import BtpLink
 from connector.btp.errors import BtpRefused
 from connector.btp.server import BtpServer
 from connector.channels import ChannelRegistry
+from connector.claim_store import ClaimStore
 from connector.codec import ilp
 from connector.codec.btp import ProtocolData
 from connector.codec.errors import CodecError
@@ -92,6 +93,8 @@ class ConnectorNode:
         self.config = config
         # Filled by provisioning (connector/provisioning.py) when settlement is enabled.
         self.channels = channels
+        # Filled by settlement (connector/settlement.py): the claims /health reports.
+        self.claims: ClaimStore | None = None
         self.events = NodeEvents()
         self._peers = {peer.id: peer for peer in config.peers}
         self._links: dict[str, BtpLink] = {}
@@ -317,6 +320,7 @@ class ConnectorNode:
                 token=view.token if view else None,
                 our_deposit=view.our_deposit if view and view.channel_id else None,
                 their_deposit=view.their_deposit if view and view.channel_id else None,
+                **self._claim_health(peer.id, view.channel_id if view else None),
             )
         return HealthSnapshot(
             node_id=self.config.node_id,
@@ -325,6 +329,19 @@ class ConnectorNode:
             channels_open=sum(1 for view in views.values() if view.is_ready),
             total_channels=sum(1 for view in views.values() if view.channel_id is not None),
         )
+
+    def _claim_health(self, peer_id: str, channel_id: str | None) -> dict[str, object]:
+        if self.claims is None:
+            return {}
+        summary = self.claims.summary(peer_id, channel_id)
+        sent, received = summary.sent, summary.received
+        return {
+            "sent_claim_nonce": sent.nonce if sent else None,
+            "sent_claim_amount": sent.transferred_amount if sent else None,
+            "sent_claim_acknowledged": sent.acknowledged if sent else None,
+            "received_claim_nonce": received.nonce if received else None,
+            "received_claim_amount": received.transferred_amount if received else None,
+        }
 
     # --- AdminSource ----------------------------------------------------------------------------
 

@@ -156,6 +156,11 @@ async def test_health_reports_node_and_peers(
         "token": None,
         "ourDeposit": None,
         "theirDeposit": None,
+        "sentClaimNonce": None,
+        "sentClaimAmount": None,
+        "sentClaimAcknowledged": None,
+        "receivedClaimNonce": None,
+        "receivedClaimAmount": None,
     }
 
 

@@ -1,0 +1,246 @@
+"""ClaimStore: every claim this node sent or received, per peer and channel, kept durably.
+
+The rows live in the ledger's SQLite file (table `claims`) and are written through the
+ledger's own batches (`BalanceLedger` journal entries), which makes the settlement rules
+exact across crashes:
+
+    record_sent(peer, claim, amount)     the claim is on disk before it leaves; no credit yet
+    record_acknowledged(sent)            the acknowledgement and the credit of `amount` to the
+                                         peer's balance land in one transaction
+    record_received(peer, claim, amount) the claim and the credit of `amount` land in one
+                                         transaction, before the acknowledgement goes out
+
+so a restarted node never credits a claim twice, never holds a credited claim it did not
+record, and finds any claim it sent without an acknowledgement (`pending_sent`), to send the
+same claim again. Memory is authoritative while running (as in the ledger); the file is read
+once, by `open`.
+
+Reads for other parts of the node (channel keeping closes with `best_received`; /health):
+`best_received`, `latest_sent`, `latest_acknowledged`, `summary`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import structlog
+
+from connector.balances import BalanceLedger, JournalEntry
+from connector.claims import Claim
+
+log = structlog.get_logger(__name__)
+
+Direction = Literal["sent", "received"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS claims (
+    direction          TEXT NOT NULL,  -- 'sent' (we signed it) or 'received' (the peer did)
+    peer_id            TEXT NOT NULL,
+    channel_id         TEXT NOT NULL,
+    nonce              TEXT NOT NULL,  -- decimal: uint256
+    transferred_amount TEXT NOT NULL,  -- decimal, cumulative over the channel
+    amount             TEXT NOT NULL,  -- decimal: what this claim adds to the previous one
+    claim              TEXT NOT NULL,  -- the claim's JSON, as sent or received
+    acknowledged       INTEGER NOT NULL,
+    recorded_at        REAL NOT NULL,
+    acknowledged_at    REAL,
+    PRIMARY KEY (direction, peer_id, channel_id, nonce)
+) WITHOUT ROWID
+"""
+# Neither statement can fail on a repeat, so a journal entry can never poison a ledger batch.
+_INSERT = (
+    "INSERT INTO claims (direction, peer_id, channel_id, nonce, transferred_amount, amount,"
+    " claim, acknowledged, recorded_at, acknowledged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT DO NOTHING"
+)
+_ACKNOWLEDGE = (
+    "UPDATE claims SET acknowledged = 1, acknowledged_at = ?"
+    " WHERE direction = 'sent' AND peer_id = ? AND channel_id = ? AND nonce = ?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredClaim:
+    direction: Direction
+    peer_id: str
+    claim: Claim
+    # What this claim adds to the previous one on its channel: the amount credited for it.
+    amount: int
+    acknowledged: bool
+    recorded_at: float
+
+    @property
+    def channel_id(self) -> str:
+        return self.claim.channel_id
+
+    @property
+    def nonce(self) -> int:
+        return self.claim.nonce
+
+    @property
+    def transferred_amount(self) -> int:
+        return self.claim.transferred_amount
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimSummary:
+    """The latest claims with one peer on one channel (what /health shows)."""
+
+    channel_id: str | None
+    sent: StoredClaim | None
+    received: StoredClaim | None
+
+
+_Key = tuple[str, str]  # (peer id, channel id)
+
+
+class ClaimStore:
+    def __init__(self, ledger: BalanceLedger, rows: list[StoredClaim]) -> None:
+        self._ledger = ledger
+        self._sent: dict[_Key, StoredClaim] = {}
+        self._acknowledged: dict[_Key, StoredClaim] = {}
+        self._received: dict[_Key, StoredClaim] = {}
+        self._pending: dict[str, StoredClaim] = {}
+        self._latest_channel: dict[str, str] = {}
+        for stored in sorted(rows, key=lambda row: (row.recorded_at, row.nonce)):
+            self._remember(stored)
+
+    @classmethod
+    def open(cls, path: str | Path, ledger: BalanceLedger) -> ClaimStore:
+        """Create the table in the ledger file if needed and load what it holds."""
+        connection = sqlite3.connect(path, timeout=10.0)
+        try:
+            with connection:
+                connection.execute(_SCHEMA)
+            rows = [
+                StoredClaim(
+                    direction=direction,
+                    peer_id=peer_id,
+                    claim=Claim.model_validate_json(claim),
+                    amount=int(amount),
+                    acknowledged=bool(acknowledged),
+                    recorded_at=recorded_at,
+                )
+                for direction, peer_id, claim, amount, acknowledged, recorded_at in (
+                    connection.execute(
+                        "SELECT direction, peer_id, claim, amount, acknowledged, recorded_at"
+                        " FROM claims"
+                    )
+                )
+            ]
+        finally:
+            connection.close()
+        store = cls(ledger, rows)
+        log.info(
+            "CLAIM_STORE_OPENED",
+            path=str(path),
+            claims=len(rows),
+            pending=len(store._pending),
+        )
+        return store
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def best_received(self, peer_id: str, channel_id: str) -> StoredClaim | None:
+        """The partner's claim with the highest nonce on the channel (what a close submits)."""
+        return self._received.get((peer_id, _normal(channel_id)))
+
+    def latest_sent(self, peer_id: str, channel_id: str) -> StoredClaim | None:
+        """Our claim with the highest nonce on the channel, acknowledged or not."""
+        return self._sent.get((peer_id, _normal(channel_id)))
+
+    def latest_acknowledged(self, peer_id: str, channel_id: str) -> StoredClaim | None:
+        """Our latest claim on the channel that the peer acknowledged (and we credited)."""
+        return self._acknowledged.get((peer_id, _normal(channel_id)))
+
+    def pending_sent(self, peer_id: str) -> StoredClaim | None:
+        """The claim we sent the peer and have no acknowledgement for: send it again."""
+        return self._pending.get(peer_id)
+
+    def peers_with_pending(self) -> list[str]:
+        return list(self._pending)
+
+    def summary(self, peer_id: str, channel_id: str | None = None) -> ClaimSummary:
+        """Latest claims on `channel_id`, or on the channel the peer's last claim was on."""
+        channel = _normal(channel_id) if channel_id else self._latest_channel.get(peer_id)
+        if channel is None:
+            return ClaimSummary(None, None, None)
+        return ClaimSummary(
+            channel, self._sent.get((peer_id, channel)), self._received.get((peer_id, channel))
+        )
+
+    # --- writes (durable on return) ------------------------------------------------------------
+
+    async def record_sent(self, peer_id: str, claim: Claim, amount: int) -> StoredClaim:
+        """Keep a claim we are about to send; it is the peer's pending claim until acked."""
+        if peer_id in self._pending:
+            raise ValueError(f"{peer_id} already has a pending claim; send that one")
+        stored = StoredClaim("sent", peer_id, claim, amount, False, time.time())
+        self._remember(stored)
+        await self._ledger.write_journal([_insert(stored)])
+        return stored
+
+    async def record_acknowledged(self, sent: StoredClaim) -> StoredClaim:
+        """The peer acknowledged `sent`: we owe it `sent.amount` less, in the same write."""
+        acknowledged = replace(sent, acknowledged=True)
+        self._remember(acknowledged)
+        await self._ledger.apply_outgoing_settlement(
+            sent.peer_id,
+            sent.amount,
+            [(_ACKNOWLEDGE, (time.time(), sent.peer_id, sent.channel_id, str(sent.nonce)))],
+        )
+        return acknowledged
+
+    async def record_received(self, peer_id: str, claim: Claim, amount: int) -> StoredClaim:
+        """Keep an accepted claim and credit `amount` to the peer's balance, in one write."""
+        stored = StoredClaim("received", peer_id, claim, amount, True, time.time())
+        self._remember(stored)
+        await self._ledger.apply_incoming_settlement(peer_id, amount, [_insert(stored)])
+        return stored
+
+    def _remember(self, stored: StoredClaim) -> None:
+        key = (stored.peer_id, stored.channel_id)
+        self._latest_channel[stored.peer_id] = stored.channel_id
+        if stored.direction == "received":
+            _keep_highest(self._received, key, stored)
+            return
+        _keep_highest(self._sent, key, stored)
+        if stored.acknowledged:
+            _keep_highest(self._acknowledged, key, stored)
+            pending = self._pending.get(stored.peer_id)
+            if pending is not None and pending.claim == stored.claim:
+                del self._pending[stored.peer_id]
+        else:
+            self._pending[stored.peer_id] = stored
+
+
+def _keep_highest(claims: dict[_Key, StoredClaim], key: _Key, stored: StoredClaim) -> None:
+    current = claims.get(key)
+    if current is None or stored.nonce >= current.nonce:
+        claims[key] = stored
+
+
+def _insert(stored: StoredClaim) -> JournalEntry:
+    return (
+        _INSERT,
+        (
+            stored.direction,
+            stored.peer_id,
+            stored.channel_id,
+            str(stored.nonce),
+            str(stored.transferred_amount),
+            str(stored.amount),
+            stored.claim.to_json().decode(),
+            int(stored.acknowledged),
+            stored.recorded_at,
+            stored.recorded_at if stored.acknowledged else None,
+        ),
+    )
+
+
+def _normal(channel_id: str) -> str:
+    return "0x" + channel_id.removeprefix("0x").lower()
