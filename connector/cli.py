@@ -16,6 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="paychan",
         description="Interledger connector with EVM payment channels provisioned by Temporal.",
+        epilog="Exit codes: 0 ok, 2 usage or config error, 1 runtime failure. "
+        "`paychan COMMAND --help` describes each command.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -24,13 +26,69 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connector_command(commands)
     _add_worker_command(commands)
     _add_demo_command(commands)
+    _add_send_command(commands)
+    _add_config_reference_command(commands)
     return parser
+
+
+def _add_send_command(commands: argparse._SubParsersAction) -> None:
+    send = commands.add_parser(
+        "send",
+        help="send a test payment from a running node (its admin API) and show the answer",
+        description="Ask the node's admin API (POST /admin/payments, admin.host/port/token "
+        "from the config) to send AMOUNT base units to DESTINATION, and print whether it was "
+        "fulfilled, or the Reject's code, message and triggering address. Exit 0 fulfilled, "
+        "1 rejected or node unreachable, 2 usage or config error (no admin section, "
+        "admin.port 0, invalid ILP address, token refused).",
+    )
+    send.add_argument("destination", metavar="DESTINATION", help="ILP address, e.g. g.peer5")
+    send.add_argument("amount", metavar="AMOUNT", type=int, help="base units (0 .. 2^64-1)")
+    send.add_argument("--config", type=Path, required=True, help="the sending node's YAML config")
+    send.add_argument(
+        "--json", action="store_true", help="print the payment result as JSON (PaymentResult)"
+    )
+    send.set_defaults(run=_run_send)
+
+
+def _run_send(args: argparse.Namespace) -> int:
+    from connector.payment_command import send_command
+
+    return send_command(args)
+
+
+def _add_config_reference_command(commands: argparse._SubParsersAction) -> None:
+    reference = commands.add_parser(
+        "config-reference",
+        help="print the YAML config reference (Markdown), generated from the pydantic models",
+        description="One Markdown table per config section: YAML key, type and limits, "
+        "default, description. With --write FILE, replace the block between the "
+        "config-reference markers in FILE (the README's) instead of printing. Exit 2 when "
+        "FILE has no markers, 1 when it cannot be written.",
+    )
+    reference.add_argument(
+        "--write", type=Path, metavar="FILE", help="update the marked block of FILE in place"
+    )
+    reference.set_defaults(run=_run_config_reference)
+
+
+def _run_config_reference(args: argparse.Namespace) -> int:
+    from connector.config_reference import config_reference_command
+
+    return config_reference_command(args)
 
 
 def _add_demo_command(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo",
         help="Temporal dev server + anvil + contracts + the 5-node line; channels READY, then traffic",
+        description="Start the Temporal dev server with its web UI, anvil (--block-time 1), "
+        "deploy the contracts, fund five wallets and run the 5-node line peer1..peer5 from "
+        "examples/ as connector processes. Wait until every link's channel is READY on both "
+        "ends, then send payments peer1 -> peer5, showing a live status table (links, stages, "
+        "channels, deposits, balances, claims) and the URLs of the Temporal UI and each "
+        "node's /health and /metrics. Ctrl-C stops everything it started. Fixed ports "
+        "(7233, 8233, 8545, 3001-3005, 8081-8085, 9091-9095) when free. Exit 1 when a "
+        "process fails or channels are not READY in time.",
     )
     demo.add_argument("--workdir", type=Path, default=Path(".demo"), help="state and logs")
     demo.add_argument("--payments", type=int, default=100, help="payments peer1 -> peer5")
@@ -50,6 +108,12 @@ def _add_worker_command(commands: argparse._SubParsersAction) -> None:
     worker = commands.add_parser(
         "worker",
         help="run the node's provisioning workers apart from its connector (several may run)",
+        description="Poll the node's provisioning-<nodeId> and wallet-<nodeId> task queues "
+        "(channel workflows, wallet sequencer, chain activities) until SIGTERM/SIGINT; set "
+        "temporal.runWorker: false in the connector's config when workers run this way. "
+        "Needs the treasury key (settlement.privateKeyEnv). Exit 2 on a bad config "
+        "(settlement disabled, unreadable deployment), 1 when Temporal or the chain cannot "
+        "be reached.",
     )
     worker.add_argument("--config", type=Path, required=True, help="node YAML config")
     worker.set_defaults(run=_run_worker)
@@ -63,7 +127,13 @@ def _run_worker(args: argparse.Namespace) -> int:
 
 def _add_connector_command(commands: argparse._SubParsersAction) -> None:
     connector = commands.add_parser(
-        "connector", help="run an ILP connector node until SIGTERM/SIGINT"
+        "connector",
+        help="run an ILP connector node until SIGTERM/SIGINT",
+        description="Run one node: BTP server and clients, routing, balances (SQLite), "
+        "health (/health, /metrics) and admin HTTP, and, with settlement enabled, channel "
+        "provisioning on every authenticated peer link (plus its worker unless "
+        "temporal.runWorker is false). Exit 2 on a bad config (one line naming the field), 1 "
+        "when it cannot start, 0 after a clean shutdown.",
     )
     connector.add_argument("--config", type=Path, required=True, help="node YAML config")
     connector.set_defaults(run=_run_connector)
@@ -80,16 +150,31 @@ def _add_chain_commands(commands: argparse._SubParsersAction) -> None:
     deploy = commands.add_parser(
         "deploy",
         help="deploy TokenNetworkRegistry, M2M token and its TokenNetwork; write deployment JSON",
+        description="Deploy the contracts from contracts/build with the key in --key-env and "
+        "write their addresses, chain id and block to --out (settlement.deploymentFile). "
+        "Exit 2 for a missing or malformed key, 1 for an unreachable RPC, an unfunded key or "
+        "a reverted transaction.",
     )
     deploy.add_argument("--rpc-url", default="http://127.0.0.1:8545", help="JSON-RPC endpoint")
     deploy.add_argument("--key-env", default="PAYCHAN_DEPLOYER_KEY", help=key_help)
     deploy.add_argument("--out", type=Path, default=Path("deployment.json"), help="JSON to write")
     deploy.set_defaults(run=_run_deploy)
 
-    fund = commands.add_parser("fund", help="send ETH and mint M2M to addresses (dev/test chains)")
-    fund.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    fund = commands.add_parser(
+        "fund",
+        help="send ETH and mint M2M to addresses (dev/test chains)",
+        description="From the key in --key-env, send --eth ETH to each ADDRESS and mint it "
+        "--m2m M2M with the test token's faucet (dev and test chains only). Exit 2 for a bad "
+        "key, amount, address or deployment file, 1 for an unreachable RPC or a revert.",
+    )
+    fund.add_argument("addresses", nargs="+", metavar="ADDRESS", help="0x... addresses to fund")
     fund.add_argument("--rpc-url", default="http://127.0.0.1:8545", help="JSON-RPC endpoint")
-    fund.add_argument("--deployment", type=Path, default=Path("deployment.json"))
+    fund.add_argument(
+        "--deployment",
+        type=Path,
+        default=Path("deployment.json"),
+        help="deployment JSON written by `paychan deploy` (default deployment.json)",
+    )
     fund.add_argument("--key-env", default="PAYCHAN_DEPLOYER_KEY", help=key_help)
     fund.add_argument("--eth", default="1", help="ETH per address (decimal, default 1)")
     fund.add_argument("--m2m", default="1000", help="M2M per address (decimal, default 1000)")
