@@ -72,6 +72,20 @@ class ChannelRegistry:
         self._event(ready.peer_id).set()
         return previous is None or not previous.is_ready or previous.channel_id != view.channel_id
 
+    def mark_closing(self, peer_id: str, channel_id: str, stage: str) -> bool:
+        """The peer's channel is closing or settled (channel keeping): no longer READY, so
+        settlement stops using it. A view of another (newer) channel is left alone. True when
+        the stage changed."""
+        current = self._views.get(peer_id)
+        if current is None or (current.channel_id or "").lower() != channel_id.lower():
+            return False
+        if current.stage == stage:
+            return False
+        self._store(replace(current, stage=stage))
+        if self._event(peer_id).is_set():  # wait_ready now waits for the next READY
+            self._ready_events[peer_id] = asyncio.Event()
+        return True
+
     def record_status(self, status: ChannelStatus) -> None:
         view = ChannelView(
             peer_id=status.peer_id,

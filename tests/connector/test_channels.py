@@ -1,0 +1,42 @@
+"""ChannelRegistry: a channel being closed stops being READY for settlement."""
+
+from __future__ import annotations
+
+import asyncio
+
+from connector.channels import ChannelRegistry
+from workflows.messages import SettlementReady
+
+CHANNEL = "0x" + "ab" * 32
+
+
+def ready(channel_id: str = CHANNEL) -> SettlementReady:
+    return SettlementReady("node", "peer", "M2M", channel_id, "10", "10")
+
+
+async def test_closing_channel_is_not_ready_and_waiters_wait_for_the_next_one() -> None:
+    stages: list[tuple[str, str]] = []
+    registry = ChannelRegistry(on_stage=lambda peer, stage: stages.append((peer, stage)))
+    registry.mark_ready(ready())
+    assert (await registry.wait_ready("peer")).is_ready
+    assert registry.mark_closing("peer", CHANNEL.upper().replace("0X", "0x"), "CLOSING")
+    view = registry.view("peer")
+    assert view is not None and view.stage == "CLOSING" and not view.is_ready
+    # A repeat (a retried activity) changes nothing.
+    assert not registry.mark_closing("peer", CHANNEL, "CLOSING")
+    waiter = asyncio.ensure_future(registry.wait_ready("peer"))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    other = "0x" + "cd" * 32
+    registry.mark_ready(ready(other))
+    assert (await asyncio.wait_for(waiter, 1)).channel_id == other
+    assert stages == [("peer", "READY"), ("peer", "CLOSING"), ("peer", "READY")]
+
+
+def test_closing_another_channel_leaves_the_view_alone() -> None:
+    registry = ChannelRegistry()
+    assert not registry.mark_closing("peer", CHANNEL, "SETTLED")  # unknown peer
+    registry.mark_ready(ready())
+    assert not registry.mark_closing("peer", "0x" + "cd" * 32, "SETTLED")
+    view = registry.view("peer")
+    assert view is not None and view.is_ready
