@@ -1,0 +1,128 @@
+"""connector.claim_store: claims kept in the ledger file, written with the credit they carry,
+and found again after a restart."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from eth_account import Account
+
+from connector.balances import AccountLimits, BalanceLedger
+from connector.claim_store import ClaimStore
+from connector.claims import ClaimDomain, ClaimSigner
+
+LIMITS = {"bob": AccountLimits(credit_limit=10**12, settlement_threshold=1_000)}
+DOMAIN = ClaimDomain(31337, "0x" + "ab" * 20)
+CHANNEL = "0x" + "c1" * 32
+OURS = ClaimSigner(
+    Account.from_key("0x" + "11" * 32).key, Account.from_key("0x" + "11" * 32).address
+)
+THEIRS_KEY = Account.from_key("0x" + "22" * 32)
+THEIRS = ClaimSigner(THEIRS_KEY.key, THEIRS_KEY.address)
+
+
+def stored_rows(path: Path) -> list[tuple]:
+    with sqlite3.connect(path) as connection:
+        return list(
+            connection.execute(
+                "SELECT direction, peer_id, nonce, transferred_amount, amount, acknowledged"
+                " FROM claims ORDER BY direction, nonce"
+            )
+        )
+
+
+def stored_balance(path: Path, peer_id: str) -> int:
+    with sqlite3.connect(path) as connection:
+        (balance,) = connection.execute(
+            "SELECT balance FROM balances WHERE peer_id = ?", (peer_id,)
+        ).fetchone()
+    return int(balance)
+
+
+async def opened(path: Path) -> tuple[BalanceLedger, ClaimStore]:
+    ledger = BalanceLedger.open(path, LIMITS)
+    return ledger, ClaimStore.open(path, ledger)
+
+
+async def test_sent_claim_is_pending_until_acknowledged_then_credited(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    ledger, store = await opened(path)
+    try:
+        await ledger.record_outgoing("bob", 1_500)
+        sent = await store.record_sent("bob", OURS.sign(DOMAIN, CHANNEL, 1, 1_500), 1_500)
+        # On disk before it leaves; no credit yet.
+        assert stored_rows(path) == [("sent", "bob", "1", "1500", "1500", 0)]
+        assert stored_balance(path, "bob") == -1_500
+        assert store.pending_sent("bob") == sent
+        assert store.latest_sent("bob", CHANNEL) == sent
+        assert store.latest_acknowledged("bob", CHANNEL) is None
+
+        acknowledged = await store.record_acknowledged(sent)
+        assert stored_rows(path) == [("sent", "bob", "1", "1500", "1500", 1)]
+        assert stored_balance(path, "bob") == 0
+        assert store.pending_sent("bob") is None
+        assert store.latest_acknowledged("bob", CHANNEL) == acknowledged
+    finally:
+        await ledger.close()
+
+
+async def test_a_restart_finds_the_unacknowledged_claim_to_send_again(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    ledger, store = await opened(path)
+    first = await store.record_sent("bob", OURS.sign(DOMAIN, CHANNEL, 1, 1_000), 1_000)
+    await store.record_acknowledged(first)
+    second_claim = OURS.sign(DOMAIN, CHANNEL, 2, 2_500)
+    await store.record_sent("bob", second_claim, 1_500)
+    await ledger.close()
+
+    ledger, store = await opened(path)
+    try:
+        pending = store.pending_sent("bob")
+        assert pending is not None and pending.claim == second_claim and pending.amount == 1_500
+        assert store.peers_with_pending() == ["bob"]
+        assert store.latest_sent("bob", CHANNEL).nonce == 2
+        assert store.latest_acknowledged("bob", CHANNEL).nonce == 1
+    finally:
+        await ledger.close()
+
+
+async def test_received_claim_is_stored_with_its_credit_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    ledger, store = await opened(path)
+    ledger.hold_incoming("bob", 3_000)
+    await ledger.commit_incoming("bob", 3_000)
+    first = THEIRS.sign(DOMAIN, CHANNEL, 1, 1_000)
+    second = THEIRS.sign(DOMAIN, CHANNEL, 2, 2_500)
+    await store.record_received("bob", first, 1_000)
+    await store.record_received("bob", second, 1_500)
+    assert stored_balance(path, "bob") == 500
+    await ledger.close()
+
+    ledger, store = await opened(path)
+    try:
+        best = store.best_received("bob", CHANNEL.upper().replace("0X", "0x"))
+        assert best is not None and best.claim == second and best.acknowledged
+        assert ledger.snapshot("bob").balance == 500
+        summary = store.summary("bob")
+        assert (summary.channel_id, summary.sent, summary.received) == (CHANNEL, None, best)
+        assert store.summary("bob", "0x" + "99" * 32).received is None
+    finally:
+        await ledger.close()
+
+
+async def test_recording_the_same_claim_twice_keeps_one_row(tmp_path: Path) -> None:
+    # A journal entry that repeats must never fail the ledger's batch (it would fail them all).
+    path = tmp_path / "ledger.sqlite3"
+    ledger, store = await opened(path)
+    try:
+        claim = THEIRS.sign(DOMAIN, CHANNEL, 1, 1_000)
+        await store.record_received("bob", claim, 1_000)
+        await store.record_received("bob", claim, 0)
+        await ledger.record_outgoing("bob", 1)  # the ledger still writes
+        assert stored_rows(path) == [("received", "bob", "1", "1000", "1000", 1)]
+        assert stored_balance(path, "bob") == -1_001
+    finally:
+        await ledger.close()
