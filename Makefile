@@ -5,7 +5,7 @@ UV_VERSION := 0.13.8
 UV := .tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: setup demo test lint contracts bench clean
+.PHONY: setup system-packages demo test lint contracts bench clean
 
 setup: .venv/.synced node_modules/.installed
 
@@ -24,7 +24,15 @@ node_modules/.installed: package.json package-lock.json
 demo: setup
 	.venv/bin/paychan demo
 
-test: setup
+# Debian packages the tests drive, installed only when missing: docker-compose (validates
+# docker-compose.yml; no Docker engine needed) and chromium (the Temporal UI test).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-packages:
+	@command -v docker-compose >/dev/null && command -v chromium >/dev/null || \
+	  ($(SUDO) apt-get update && \
+	   $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y docker-compose chromium)
+
+test: setup system-packages
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/pytest -q
