@@ -28,7 +28,10 @@ class ReadChainWorkflow:
 @activity.defn(name="read_chain")
 async def read_chain(url: str) -> list[int]:
     w3 = AsyncWeb3(AsyncHTTPProvider(url))
-    return [await w3.eth.chain_id, await w3.eth.block_number]
+    try:
+        return [await w3.eth.chain_id, await w3.eth.block_number]
+    finally:
+        await w3.provider.disconnect()
 
 
 async def test_workflow_activity_reads_real_anvil(temporal_client: Client, anvil: Anvil) -> None:
