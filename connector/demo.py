@@ -147,6 +147,7 @@ async def demo_stack(workdir: Path, *, fixed_ports: bool = True) -> AsyncIterato
         write_deployment(deployment_file, deployment)
         wallets = [Account.from_key(node.key).address for node in nodes]
         await fund(w3, deployer, deployment, wallets, eth_wei=0, m2m_wei=M2M_PER_WALLET)
+        await w3.provider.disconnect()
         env = _node_env(
             {
                 **os.environ,
