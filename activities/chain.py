@@ -19,26 +19,41 @@ from web3 import AsyncWeb3
 from web3.exceptions import TransactionNotFound, Web3RPCError
 
 from activities import token_network as tn
+from activities.balance_proof import BalanceProof, CooperativeSettle, sign_cooperative_settle
 from activities.errors import classified
 from activities.liveness import heartbeating
 from activities.shared_read import SharedRead
-from activities.token_network import Deployment, GasLimit, UnsignedTx
+from activities.token_network import ChannelState, Deployment, GasLimit, UnsignedTx
 from workflows import ids
 from workflows.messages import (
     BroadcastOutcome,
+    CooperativeSettleInput,
     FillNoncesInput,
     ReadChainStateInput,
+    ReadChannelInput,
     SignedTx,
     SignInput,
     WaitForReceiptsInput,
 )
-from workflows.provisioning.changes import ChainSendsMined, ChainStateRead, GasLimits
+from workflows.provisioning.changes import (
+    ChainSendsMined,
+    ChainStateRead,
+    ChannelPhase,
+    GasLimits,
+    OnChainChannel,
+)
 from workflows.provisioning.commands import SendKind, TxIntent
-from workflows.provisioning.state import Channel
+from workflows.provisioning.state import Channel, Payout, SignedClaim
 
 log = structlog.get_logger(__name__)
 
 MAX_ALLOWANCE = 2**256 - 1
+_PHASES = {
+    ChannelState.NONE: ChannelPhase.NONE,
+    ChannelState.OPENED: ChannelPhase.OPENED,
+    ChannelState.CLOSED: ChannelPhase.CLOSED,
+    ChannelState.SETTLED: ChannelPhase.SETTLED,
+}
 RECEIPT_POLL_SECONDS = 0.1
 # Node answers meaning "I already have this very transaction": success for a re-broadcast.
 _ALREADY_HAVE = ("already known", "known transaction", "already imported", "nonce too low")
@@ -94,12 +109,78 @@ class ChainActivities:
             channel=channel,
             next_channel_id=next_id,
             fee_per_gas=wallet.fees.get("maxFeePerGas") or wallet.fees["gasPrice"],
-            gas_limits=GasLimits(
-                approve=GasLimit.APPROVE,
-                open_channel=GasLimit.OPEN_CHANNEL,
-                set_total_deposit=GasLimit.SET_TOTAL_DEPOSIT,
-            ),
+            gas_limits=_GAS_LIMITS,
         )
+
+    @activity.defn(name=ids.READ_CHANNEL)
+    @heartbeating
+    @classified
+    async def read_channel(self, request: ReadChannelInput) -> OnChainChannel:
+        """The channel's phase, both sides, the settle window and the block number, with our
+        wallet (for a top-up); once settled, the payout from its settle event. Read-only."""
+        w3, deployment, ours = self._w3, self._deployment, self._account.address
+        peer = to_checksum_address(request.peer_address)
+        channel_id = request.channel_id
+        info, block, wallet = await asyncio.gather(
+            tn.get_channel(w3, deployment, channel_id),
+            w3.eth.block_number,
+            self._wallet_state(),
+        )
+        fields: dict = {}
+        if info.state in (ChannelState.OPENED, ChannelState.CLOSED):
+            our_side, their_side = await asyncio.gather(
+                tn.get_participant(w3, deployment, channel_id, ours),
+                tn.get_participant(w3, deployment, channel_id, peer),
+            )
+            fields = {
+                "our_deposit": our_side.deposit,
+                "their_deposit": their_side.deposit,
+                "our_withdrawn": our_side.withdrawn,
+                "their_withdrawn": their_side.withdrawn,
+                "partner_nonce": their_side.nonce,
+            }
+        elif info.state is ChannelState.SETTLED:
+            settlement = await tn.get_settlement(w3, deployment, channel_id)
+            if settlement is not None:
+                fields["payout"] = Payout(
+                    our_amount=settlement.paid_to(ours),
+                    their_amount=settlement.paid_to(peer),
+                    cooperative=settlement.cooperative,
+                )
+        closer = info.closing_participant
+        return OnChainChannel(
+            channel_id=channel_id,
+            phase=_PHASES[info.state],
+            block_number=block,
+            closed_by_us=closer is not None and to_checksum_address(closer) == ours,
+            settle_block=info.settle_block,
+            token_balance=wallet.token,
+            eth_balance=wallet.eth,
+            allowance=wallet.allowance,
+            fee_per_gas=wallet.fees.get("maxFeePerGas") or wallet.fees["gasPrice"],
+            gas_limits=_GAS_LIMITS,
+            **fields,
+        )
+
+    @activity.defn(name=ids.SIGN_COOPERATIVE_SETTLE)
+    @classified
+    async def sign_cooperative_settle(self, request: CooperativeSettleInput) -> str:
+        """Our EIP-712 signature (0x-hex) over the channel's final balances. Sends nothing;
+        the partner's signature is needed too before anything can be sent."""
+        settlement = CooperativeSettle.between(
+            request.channel_id,
+            {
+                self._account.address: request.our_balance,
+                request.peer_address: request.their_balance,
+            },
+        )
+        signature = sign_cooperative_settle(
+            self._account.key,
+            settlement,
+            self._deployment.chain_id,
+            self._deployment.token_network,
+        )
+        return "0x" + signature.hex()
 
     async def _read_wallet(self) -> WalletState:
         w3, ours = self._w3, self._account.address
@@ -233,6 +314,33 @@ class ChainActivities:
                 return tn.build_set_total_deposit(
                     deployment, intent.channel_id, self._account.address, intent.total_deposit
                 )
+            case SendKind.CLOSE_CHANNEL:
+                assert intent.channel_id is not None
+                if intent.proof is None:  # nothing received from the partner
+                    return tn.build_close_channel(deployment, intent.channel_id)
+                proof, signature = _balance_proof(intent.channel_id, intent.proof)
+                return tn.build_close_channel(deployment, intent.channel_id, proof, signature)
+            case SendKind.UPDATE_NON_CLOSING:
+                assert intent.channel_id is not None and intent.proof is not None
+                proof, signature = _balance_proof(intent.channel_id, intent.proof)
+                return tn.build_update_non_closing(deployment, proof, signature)
+            case SendKind.SETTLE_CHANNEL:
+                assert intent.channel_id is not None
+                return tn.build_settle(deployment, intent.channel_id)
+            case SendKind.COOPERATIVE_SETTLE:
+                terms = intent.settlement
+                assert intent.channel_id and intent.partner and terms is not None
+                ours, partner = self._account.address, to_checksum_address(intent.partner)
+                settlement = CooperativeSettle.between(
+                    intent.channel_id, {ours: terms.our_balance, partner: terms.their_balance}
+                )
+                signatures = {ours: terms.our_signature, partner: terms.their_signature}
+                return tn.build_cooperative_settle(
+                    deployment,
+                    settlement,
+                    _signature_bytes(signatures[settlement.participant1]),
+                    _signature_bytes(signatures[settlement.participant2]),
+                )
         raise ValueError(f"unknown intent {intent.kind}")
 
     async def _send_raw(self, tx: SignedTx) -> str | None:
@@ -262,6 +370,28 @@ class ChainActivities:
         call = {"to": sent["to"], "data": data, "gas": sent["gas"], "value": sent["value"]}
         error = await tn._replay_error(self._w3, self._account.address, call, receipt)
         return error.name if error else "reverted"
+
+
+_GAS_LIMITS = GasLimits(
+    approve=GasLimit.APPROVE,
+    open_channel=GasLimit.OPEN_CHANNEL,
+    set_total_deposit=GasLimit.SET_TOTAL_DEPOSIT,
+)
+
+
+def _balance_proof(channel_id: str, claim: SignedClaim) -> tuple[BalanceProof, bytes]:
+    proof = BalanceProof(
+        channel_id=channel_id,
+        nonce=claim.nonce,
+        transferred_amount=claim.transferred_amount,
+        locked_amount=claim.locked_amount,
+        locks_root=claim.locks_root,
+    )
+    return proof, _signature_bytes(claim.signature)
+
+
+def _signature_bytes(signature: str) -> bytes:
+    return bytes.fromhex(signature.removeprefix("0x"))
 
 
 def _already_have(err: Web3RPCError) -> bool:

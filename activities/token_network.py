@@ -264,6 +264,64 @@ async def get_participant(
     )
 
 
+class Settlement(BaseModel):
+    """What settling a channel paid each participant (`ChannelSettled` or
+    `ChannelCooperativeSettled`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel_id: str
+    cooperative: bool
+    amounts: dict[str, int]
+    """Checksum address -> token amount paid."""
+    block_number: int
+    tx_hash: str
+
+    def paid_to(self, address: str) -> int:
+        return self.amounts.get(to_checksum_address(address), 0)
+
+
+_SETTLED_TOPIC = keccak(text="ChannelSettled(bytes32,address,uint256,address,uint256)")
+_COOPERATIVE_SETTLED_TOPIC = keccak(
+    text="ChannelCooperativeSettled(bytes32,address,uint256,address,uint256)"
+)
+
+
+async def get_settlement(
+    w3: AsyncWeb3, deployment: Deployment, channel_id: str, from_block: int | None = None
+) -> Settlement | None:
+    """The settle event of `channel_id`, or None while it is not settled. The contract
+    deletes participant amounts on settlement, so the event is the record of the payout.
+    Scans from `from_block` (default: the deployment block)."""
+    logs = await w3.eth.get_logs(
+        {
+            "address": to_checksum_address(deployment.token_network),
+            "fromBlock": deployment.deployed_block if from_block is None else from_block,
+            "toBlock": "latest",
+            "topics": [
+                ["0x" + _SETTLED_TOPIC.hex(), "0x" + _COOPERATIVE_SETTLED_TOPIC.hex()],
+                "0x" + HexBytes(channel_id).hex().removeprefix("0x").rjust(64, "0"),
+            ],
+        }
+    )
+    for log in logs:
+        event = _token_network().decode_log(log["address"], log["topics"], log["data"])
+        if event is None:
+            continue
+        args = event.args
+        return Settlement(
+            channel_id=channel_id,
+            cooperative=event.name == "ChannelCooperativeSettled",
+            amounts={
+                to_checksum_address(args["participant1"]): args["participant1Amount"],
+                to_checksum_address(args["participant2"]): args["participant2Amount"],
+            },
+            block_number=log["blockNumber"],
+            tx_hash="0x" + bytes(log["transactionHash"]).hex(),
+        )
+    return None
+
+
 async def get_token_network(w3: AsyncWeb3, registry: str, token: str) -> str | None:
     (address,) = await call_function(
         w3, registry, contract_abi("TokenNetworkRegistry"), "getTokenNetwork", token

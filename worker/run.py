@@ -66,6 +66,8 @@ def build_workers(
             workflows=[ChannelWorkflow],
             activities=[
                 activities.read_chain_state,
+                activities.read_channel,
+                activities.sign_cooperative_settle,
                 activities.wait_for_receipts,
                 submitter.submit_transactions,
             ],
@@ -95,7 +97,12 @@ def connector_worker(client: Client, node_id: str, connector: ConnectorActivitie
     return Worker(
         client,
         task_queue=ids.connector_task_queue(node_id),
-        activities=[connector.mark_settlement_ready],
+        activities=[
+            connector.mark_settlement_ready,
+            connector.mark_channel_closing,
+            connector.read_channel_claims,
+            connector.request_cooperative_settle,
+        ],
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )
 

@@ -4,22 +4,38 @@ It only interprets: commands from `transition` become activities and timers, the
 become changes. Its history is the write-ahead log: every chain send is signed (raw bytes
 and hash recorded) before it is broadcast, and awaited by hash, so a worker killed at any
 point resumes exactly where the history stops.
+
+After READY it keeps the channel: a durable keeper timer (`keeping.next_check_in`: the check
+interval, the idle deadline, or the blocks left in a settle window) reads the channel and
+its claims, and the transition decides on a top-up, an idle close, an update against the
+partner's close or the settle. Signals `top_up` and `close` act at once. The run ends when
+the channel is settled, returning the final status; the next connect starts a fresh run.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import ids
     from workflows.messages import (
+        ChannelClosing,
         ChannelParams,
         ChannelStatus,
+        CloseChannel,
+        CooperativeSettleAnswer,
+        CooperativeSettleInput,
+        CooperativeSettleRequest,
+        PayoutStatus,
         ReadChainStateInput,
+        ReadChannelInput,
+        ReadClaimsInput,
         SettlementReady,
         ShortfallStatus,
         SubmitRequest,
@@ -28,28 +44,53 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.policies import CHAIN_RETRY, HEARTBEAT_TIMEOUT
     from workflows.provisioning.changes import (
+        ActionClose,
         ActionRetry,
+        ActionTopUp,
+        ChainChannelRead,
         ChainSendFailed,
         ChainSendsMined,
         ChainStateRead,
         Change,
+        ClaimsRead,
+        OnChainChannel,
+        ReceiveCooperativeRefusal,
+        ReceiveCooperativeSignatures,
         ReceivePeerConnected,
         TimerFundsRecheck,
+        TimerKeep,
     )
     from workflows.provisioning.commands import (
         ChainReadState,
         ChainSend,
         Command,
+        CooperativeTerms,
         EmitTelemetry,
         LogShortfall,
+        NotifyChannelClosing,
         NotifySettlementReady,
+        ReadChannel,
+        RequestCooperativeSettle,
         WaitForFunds,
     )
-    from workflows.provisioning.state import ProvisioningState
+    from workflows.provisioning.keeping import next_check_in
+    from workflows.provisioning.state import (
+        KEEPING_STAGES,
+        KeepingRules,
+        ProvisioningState,
+        Stage,
+    )
     from workflows.provisioning.transition import transition
 
 # Beyond this the history is continued as new, carrying the state (keeper runs for months).
 MAX_HISTORY_EVENTS = 2_000
+# Runs that reached READY before channel keeping existed never arm the keeper timer (their
+# histories have none); every new run does.
+PATCH_KEEPER = "channel-keeper-timer"
+# How long the partner's connector has to sign a cooperative settle before the close goes
+# unilateral.
+COOPERATIVE_ANSWER_TIMEOUT = timedelta(seconds=30)
+COOPERATIVE_RETRY = RetryPolicy(maximum_attempts=2)
 
 
 @workflow.defn(name=ids.CHANNEL_WORKFLOW)
@@ -57,11 +98,12 @@ class ChannelWorkflow:
     @workflow.init
     def __init__(self, params: ChannelParams) -> None:
         self._params = params
-        self._state = params.carried or ProvisioningState(
+        state = params.carried or ProvisioningState(
             our_address=params.our_address,
             peer_address=params.peer_address,
             deposit_target=params.deposit_target,
         )
+        self._state = replace(state, rules=_keeping_rules(params))
         self._inbox: list[Change] = []
         self._notifications: list[workflow.ActivityHandle] = []
 
@@ -73,10 +115,20 @@ class ChannelWorkflow:
     def retry(self) -> None:
         self._inbox.append(ActionRetry())
 
+    @workflow.signal(name=ids.SIGNAL_TOP_UP)
+    def top_up(self) -> None:
+        self._inbox.append(ActionTopUp())
+
+    @workflow.signal(name=ids.SIGNAL_CLOSE)
+    def close(self, request: CloseChannel | None = None) -> None:
+        request = request or CloseChannel()
+        self._inbox.append(ActionClose(cooperative=request.cooperative, reason=request.reason))
+
     @workflow.query(name=ids.QUERY_STATUS)
     def status(self) -> ChannelStatus:
         state, params = self._state, self._params
-        channel, shortfall = state.channel, state.shortfall
+        channel, shortfall, payout = state.channel, state.shortfall, state.payout
+        closing = state.closing
         return ChannelStatus(
             node_id=params.node_id,
             peer_id=params.peer_id,
@@ -94,13 +146,26 @@ class ChannelWorkflow:
             )
             if shortfall
             else None,
+            closing=(
+                f"{'cooperative' if closing.cooperative else 'unilateral'} ({closing.reason})"
+                if closing
+                else None
+            ),
+            settle_block=state.window.settle_block if state.window else None,
+            payout=PayoutStatus(
+                str(payout.our_amount), str(payout.their_amount), payout.cooperative
+            )
+            if payout
+            else None,
         )
 
     @workflow.run
-    async def run(self, params: ChannelParams) -> None:
+    async def run(self, params: ChannelParams) -> ChannelStatus:
         self._publish()
         while True:
-            await workflow.wait_condition(lambda: bool(self._inbox) or self._history_is_long())
+            if self._state.stage is Stage.SETTLED:
+                return await self._finish()
+            await self._wait_for_change()
             if not self._inbox:
                 await self._continue_as_new()
             step = transition(self._state, self._inbox.pop(0))
@@ -112,6 +177,28 @@ class ChannelWorkflow:
                 self._publish()
             for command in step.commands:
                 await self._execute(command)
+
+    async def _wait_for_change(self) -> None:
+        """Until something is in the inbox (or history is long); in a keeping stage, the
+        keeper timer puts `TimerKeep` there when it fires. Durable: a restart re-arms it."""
+        wake = lambda: bool(self._inbox) or self._history_is_long()  # noqa: E731
+        wait = self._keeper_wait()
+        if wait is None:
+            await workflow.wait_condition(wake)
+        elif wait <= 0:
+            self._inbox.append(TimerKeep())
+        else:
+            try:
+                await workflow.wait_condition(wake, timeout=timedelta(seconds=wait))
+            except TimeoutError:
+                self._inbox.append(TimerKeep())
+
+    def _keeper_wait(self) -> float | None:
+        if self._inbox or self._state.stage not in KEEPING_STAGES:
+            return None
+        if not workflow.patched(PATCH_KEEPER):
+            return None
+        return next_check_in(self._state, workflow.now().timestamp())
 
     async def _execute(self, command: Command) -> None:
         match command:
@@ -130,6 +217,14 @@ class ChannelWorkflow:
                     self._inbox.append(TimerFundsRecheck())
             case NotifySettlementReady():
                 self._notify_ready(command)
+            case ReadChannel():
+                read = await self._read_channel()
+                if read is not None:
+                    self._inbox.append(read)
+            case RequestCooperativeSettle(terms=terms):
+                self._inbox.append(await self._cooperative(terms))
+            case NotifyChannelClosing():
+                self._notify_closing(command)
             case LogShortfall(shortfall=shortfall):
                 workflow.logger.warning(
                     "AWAITING_FUNDS: fund %s with %s wei ETH and %s wei %s "
@@ -157,6 +252,82 @@ class ChannelWorkflow:
             start_to_close_timeout=timedelta(seconds=15),
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=CHAIN_RETRY,
+        )
+
+    async def _read_channel(self) -> ChainChannelRead | None:
+        """The chain (our workers) and the claims (our connector) read side by side. A read
+        that fails for good (a revert: wrong config) is logged; the keeper tries again."""
+        state, params = self._state, self._params
+        assert state.channel is not None and state.peer_address is not None
+        channel_id = state.channel.channel_id
+        try:
+            chain, claims = await asyncio.gather(
+                workflow.execute_activity(
+                    ids.READ_CHANNEL,
+                    ReadChannelInput(channel_id, state.peer_address),
+                    result_type=OnChainChannel,
+                    start_to_close_timeout=timedelta(seconds=15),
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                    retry_policy=CHAIN_RETRY,
+                ),
+                # Waits for the connector process if it is down: without our best received
+                # claim a close or an update would give money away.
+                workflow.execute_activity(
+                    ids.READ_CHANNEL_CLAIMS,
+                    ReadClaimsInput(params.peer_id, channel_id),
+                    result_type=ClaimsRead,
+                    task_queue=ids.connector_task_queue(params.node_id),
+                    start_to_close_timeout=timedelta(seconds=10),
+                    retry_policy=CHAIN_RETRY,
+                ),
+            )
+        except ActivityError as err:
+            workflow.logger.warning("CHANNEL_READ_FAILED %s: %s", channel_id, err.cause or err)
+            return None
+        return ChainChannelRead(now=workflow.now().timestamp(), chain=chain, claims=claims)
+
+    async def _cooperative(self, terms: CooperativeTerms) -> Change:
+        """Sign the final balances, then ask the partner (through our connector's BTP link)
+        for its signature; any failure or silence is a refusal: the close goes unilateral."""
+        state, params = self._state, self._params
+        assert state.channel is not None and state.peer_address is not None
+        channel_id = state.channel.channel_id
+        try:
+            ours = await workflow.execute_activity(
+                ids.SIGN_COOPERATIVE_SETTLE,
+                CooperativeSettleInput(
+                    channel_id, state.peer_address, terms.our_balance, terms.their_balance
+                ),
+                result_type=str,
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=CHAIN_RETRY,
+            )
+            answer = await workflow.execute_activity(
+                ids.REQUEST_COOPERATIVE_SETTLE,
+                CooperativeSettleRequest(
+                    peer_id=params.peer_id,
+                    channel_id=channel_id,
+                    our_address=state.our_address,
+                    peer_address=state.peer_address,
+                    our_balance=terms.our_balance,
+                    their_balance=terms.their_balance,
+                    our_signature=ours,
+                ),
+                result_type=CooperativeSettleAnswer,
+                task_queue=ids.connector_task_queue(params.node_id),
+                start_to_close_timeout=COOPERATIVE_ANSWER_TIMEOUT,
+                schedule_to_close_timeout=COOPERATIVE_ANSWER_TIMEOUT * 3,
+                retry_policy=COOPERATIVE_RETRY,
+            )
+        except ActivityError as err:
+            return ReceiveCooperativeRefusal(str(err.cause or err))
+        if answer.their_signature is None:
+            return ReceiveCooperativeRefusal(answer.refused or "no signature")
+        return ReceiveCooperativeSignatures(
+            our_balance=terms.our_balance,
+            their_balance=terms.their_balance,
+            our_signature=ours,
+            their_signature=answer.their_signature,
         )
 
     async def _send(self, request_id: str, intents: tuple) -> Change:
@@ -212,6 +383,36 @@ class ChannelWorkflow:
             )
         )
 
+    def _notify_closing(self, command: NotifyChannelClosing) -> None:
+        params, payout = self._params, command.payout
+        self._notifications.append(
+            workflow.start_activity(
+                ids.MARK_CHANNEL_CLOSING,
+                ChannelClosing(
+                    node_id=params.node_id,
+                    peer_id=params.peer_id,
+                    token=params.token,
+                    channel_id=command.channel_id,
+                    stage=command.stage,
+                    payout=PayoutStatus(
+                        str(payout.our_amount), str(payout.their_amount), payout.cooperative
+                    )
+                    if payout
+                    else None,
+                ),
+                task_queue=ids.connector_task_queue(params.node_id),
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=CHAIN_RETRY,
+            )
+        )
+
+    async def _finish(self) -> ChannelStatus:
+        """Settled: the connector has been told (waited for), the run ends with the payout."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        for notification in self._notifications:
+            await notification
+        return self.status()
+
     def _publish(self) -> None:
         channel = self._state.channel
         updates = [ids.STAGE.value_set(self._state.stage.value)]
@@ -230,3 +431,12 @@ class ChannelWorkflow:
         for notification in self._notifications:
             await notification
         workflow.continue_as_new(replace(self._params, carried=self._state))
+
+
+def _keeping_rules(params: ChannelParams) -> KeepingRules:
+    return KeepingRules(
+        top_up_below=params.top_up_below,
+        idle_close_seconds=params.idle_close_seconds,
+        check_every_seconds=params.keep_check_seconds,
+        seconds_per_block=params.seconds_per_block,
+    )

@@ -20,6 +20,8 @@ SEQUENCER_WORKFLOW = "WalletSequencer"
 
 SIGNAL_PEER_CONNECTED = "peer_connected"
 SIGNAL_RETRY = "retry"
+SIGNAL_TOP_UP = "top_up"
+SIGNAL_CLOSE = "close"
 QUERY_STATUS = "status"
 UPDATE_SUBMIT_ALL = "submit_all"
 
@@ -27,13 +29,18 @@ UPDATE_SUBMIT_ALL = "submit_all"
 READ_CHAIN_STATE = "read_chain_state"
 SUBMIT_TRANSACTIONS = "submit_transactions"
 WAIT_FOR_RECEIPTS = "wait_for_receipts"
+READ_CHANNEL = "read_channel"
+SIGN_COOPERATIVE_SETTLE = "sign_cooperative_settle"
 # Wallet sequencer activities, run by the node's wallet worker.
 READ_NEXT_NONCE = "read_next_nonce"
 SIGN_TRANSACTIONS = "sign_transactions"
 BROADCAST_TRANSACTIONS = "broadcast_transactions"
 FILL_NONCE_GAPS = "fill_nonce_gaps"
-# Connector activity, run only by the connector process of the node.
+# Connector activities, run only by the connector process of the node.
 MARK_SETTLEMENT_READY = "mark_settlement_ready"
+MARK_CHANNEL_CLOSING = "mark_channel_closing"
+READ_CHANNEL_CLAIMS = "read_channel_claims"
+REQUEST_COOPERATIVE_SETTLE = "request_cooperative_settle"
 
 
 def channel_workflow_id(node_id: str, peer_id: str, token: str) -> str:

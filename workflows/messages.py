@@ -27,6 +27,15 @@ class ChannelParams:
     deposit_target: int
     funds_recheck_seconds: float = 60.0
     carried: ProvisioningState | None = None
+    # Channel keeping after READY (see workflows/provisioning/keeping.py). Top up when our
+    # remaining deposit falls below `top_up_below` wei (0: never); close after this long
+    # without a claim moving (0: never); read the channel at least this often (keep it well
+    # inside the settle window, so a partner's close is answered in time); block time turns
+    # the settle window (blocks) into a timer.
+    top_up_below: int = 0
+    idle_close_seconds: float = 24 * 3600.0
+    keep_check_seconds: float = 3600.0
+    seconds_per_block: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,15 @@ class ShortfallStatus:
     address: str
     eth_missing: str
     token_missing: str
+
+
+@dataclass(frozen=True)
+class PayoutStatus:
+    """What settling the channel paid each side (wei, decimal strings)."""
+
+    our_amount: str
+    their_amount: str
+    cooperative: bool
 
 
 @dataclass(frozen=True)
@@ -52,6 +70,11 @@ class ChannelStatus:
     deposit_target: str
     last_error: str | None
     shortfall: ShortfallStatus | None
+    # Channel keeping: how it is being closed ("unilateral (idle)", ...), the block after
+    # which it can be settled, and what the settlement paid (once SETTLED).
+    closing: str | None = None
+    settle_block: int | None = None
+    payout: PayoutStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -132,3 +155,70 @@ class SequencerParams:
     next_nonce: int | None = None
     # Recent answers by request id, carried across continue-as-new.
     remembered: tuple[tuple[str, SubmitResult], ...] = ()
+
+
+@dataclass(frozen=True)
+class CloseChannel:
+    """The `close` signal's argument: close cooperatively (one transaction, no settle
+    window) when the partner signs, else unilaterally."""
+
+    cooperative: bool = False
+    reason: str = "operator"
+
+
+@dataclass(frozen=True)
+class ReadChannelInput:
+    channel_id: str
+    peer_address: str
+
+
+@dataclass(frozen=True)
+class ReadClaimsInput:
+    """The claims of one peer's channel, from the connector's claim store."""
+
+    peer_id: str
+    channel_id: str
+
+
+@dataclass(frozen=True)
+class CooperativeSettleInput:
+    """Final balances to sign as a cooperative settle of the channel with `peer_address`."""
+
+    channel_id: str
+    peer_address: str
+    our_balance: int
+    their_balance: int
+
+
+@dataclass(frozen=True)
+class CooperativeSettleRequest:
+    """Ask the partner, through the connector's BTP link, to sign the same balances."""
+
+    peer_id: str
+    channel_id: str
+    our_address: str
+    peer_address: str
+    our_balance: int
+    their_balance: int
+    our_signature: str
+
+
+@dataclass(frozen=True)
+class CooperativeSettleAnswer:
+    """The partner's signature, or why there is none (refused, unreachable, no answer)."""
+
+    their_signature: str | None = None
+    refused: str | None = None
+
+
+@dataclass(frozen=True)
+class ChannelClosing:
+    """Told to the connector process when its peer's channel starts closing (it must stop
+    sending claims on it) and when it is settled (`payout` set)."""
+
+    node_id: str
+    peer_id: str
+    token: str
+    channel_id: str
+    stage: str
+    payout: PayoutStatus | None = None
