@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 
 from activities.connector import ConnectorActivities
 from connector.channels import ChannelProvisioner, ChannelRegistry
+from connector.claim_store import ClaimStore
 from connector.config import NodeConfig
 from connector.metrics import StageTimer
 from worker.run import (
@@ -72,11 +73,24 @@ class ProvisioningRuntime:
         self._signals: set[asyncio.Task[None]] = set()
         self._connected = asyncio.Event()
         self._connecting: asyncio.Task[None] | None = None
+        # Set before start() when settlement runs (connector/node_command.py): the node's
+        # claims, for the connector activities that read the best claim to close with.
+        self.claims: ClaimStore | None = None
 
     @property
     def client(self) -> Client:
         assert self._client is not None, "provisioning not started"
         return self._client
+
+    @property
+    def chain(self) -> ChainContext:
+        """The node's RPC client, treasury account and deployment (settlement signs with it)."""
+        assert self._chain is not None, "provisioning not connected"
+        return self._chain
+
+    async def wait_connected(self) -> None:
+        """Until Temporal and the chain are connected (`client` and `chain` usable)."""
+        await self._connected.wait()
 
     async def start(self) -> None:
         """Connect in the background: the connector forwards packets from the start and
