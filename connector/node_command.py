@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import structlog
 
 from connector.config import NodeConfig, load_config_or_exit
+from connector.cooperative_settle import CooperativeSettleService
 from connector.logs import configure_logging
 from connector.node import ConnectorNode
 from connector.provisioning import ProvisioningRuntime
@@ -30,6 +31,7 @@ from connector.settlement import (
     SettlementTiming,
     settlement_chain,
 )
+from worker.run import ChainContext
 
 log = structlog.get_logger(__name__)
 
@@ -62,11 +64,16 @@ async def running_node(
             node, provisioning.registry, _chain_of(provisioning), settlement_timing
         )
         settlement.register()
+        cooperative = CooperativeSettleService(
+            node, provisioning.registry, _chain_context_of(provisioning)
+        )
+        cooperative.register()
+        provisioning.cooperative = cooperative
     try:
         async with node:
             if settlement is not None and provisioning is not None:
                 await settlement.start()
-                node.claims = provisioning.claims = settlement.store
+                node.claims = provisioning.claims = cooperative.claims = settlement.store
             if provisioning is not None:
                 await provisioning.start()
             try:
@@ -77,6 +84,14 @@ async def running_node(
     finally:
         if provisioning is not None:
             await provisioning.stop()
+
+
+def _chain_context_of(provisioning: ProvisioningRuntime) -> Callable[[], Awaitable[ChainContext]]:
+    async def connected() -> ChainContext:
+        await provisioning.wait_connected()
+        return provisioning.chain
+
+    return connected
 
 
 def _chain_of(provisioning: ProvisioningRuntime) -> Callable[[], Awaitable[SettlementChain]]:

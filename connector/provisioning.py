@@ -9,13 +9,14 @@ then on turns every authenticated peer link into a signal-with-start of the peer
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 
 import structlog
 from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from activities.connector import ConnectorActivities
+from activities.connector import ConnectorActivities, CooperativeSettler
 from connector.channels import ChannelProvisioner, ChannelRegistry
 from connector.claim_store import ClaimStore
 from connector.config import NodeConfig
@@ -35,18 +36,25 @@ RECONNECT_INITIAL = 0.5
 RECONNECT_MAX = 30.0
 # How often /health follows stages that are not announced to the connector (AWAITING_FUNDS...).
 STAGE_REFRESH_SECONDS = 3.0
+# The keeper reads each channel at least this often, and at least three times per settle
+# window, so a partner's close is answered with an update well before the window ends.
+KEEP_CHECK_MAX_SECONDS = 3600.0
+SECONDS_PER_BLOCK = 2.0
 
 
 def channel_params_from_config(
     config: NodeConfig, chain: ChainContext, funds_recheck_seconds: float = 60.0
 ) -> dict[str, ChannelParams]:
-    """One ChannelParams per configured peer: its first preferred token, and a deposit
-    target of `initialDepositMultiplier` times the peer's settlement threshold."""
+    """One ChannelParams per configured peer: its first preferred token, a deposit target of
+    `initialDepositMultiplier` times the peer's settlement threshold, topped up once less than
+    `minDepositThreshold` of the target remains."""
     settlement = config.settlement
     assert settlement is not None
+    window_seconds = settlement.settle_timeout * SECONDS_PER_BLOCK
     params = {}
     for peer in config.peers:
         threshold = config.settlement_threshold_for(peer.id) or settlement.threshold
+        target = settlement.initial_deposit_multiplier * threshold
         params[peer.id] = ChannelParams(
             node_id=config.node_id,
             peer_id=peer.id,
@@ -55,8 +63,12 @@ def channel_params_from_config(
             token_network=chain.deployment.token_network,
             our_address=chain.account.address,
             peer_address=peer.evm_address,
-            deposit_target=settlement.initial_deposit_multiplier * threshold,
+            deposit_target=target,
             funds_recheck_seconds=funds_recheck_seconds,
+            # Exact decimal arithmetic: wei amounts outgrow a float's 53 bits.
+            top_up_below=int(Decimal(str(settlement.min_deposit_threshold)) * target),
+            keep_check_seconds=min(KEEP_CHECK_MAX_SECONDS, window_seconds / 3),
+            seconds_per_block=SECONDS_PER_BLOCK,
         )
     return params
 
@@ -76,6 +88,8 @@ class ProvisioningRuntime:
         # Set before start() when settlement runs (connector/node_command.py): the node's
         # claims, for the connector activities that read the best claim to close with.
         self.claims: ClaimStore | None = None
+        # Likewise: asks a peer to sign a cooperative settle over its BTP link.
+        self.cooperative: CooperativeSettler | None = None
 
     @property
     def client(self) -> Client:
@@ -125,7 +139,7 @@ class ProvisioningRuntime:
         config = self.config
         chain = self._chain = await chain_context_from_config(config)
         self._client = await connect_temporal(config.temporal)
-        connector = ConnectorActivities(self.registry)
+        connector = ConnectorActivities(self.registry, self.claims, self.cooperative)
         if config.temporal.run_worker:
             self._workers = build_workers(self._client, chain, connector)
         else:
