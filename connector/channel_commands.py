@@ -10,7 +10,8 @@ token = the peer's first preferred token) is described directly (strongly consis
 peer that just connected is never shown as NOT_STARTED), other running channel workflows of
 the node are listed by search attribute, and every running one is asked its `status` query.
 A query needs a worker of the node; when none answers in time, the row falls back to the
-Stage and ChannelId search attributes and says `(no worker)`.
+Stage and ChannelId search attributes and says `(no worker)`. The latest claims sent and
+received on each channel come from the node's ledger file (read-only), when it is on this host.
 
 Exit codes: 0 ok, 2 usage or config error (unknown peer), 1 runtime failure (Temporal
 unreachable, no such workflow). The treasury key is never needed or read here.
@@ -43,6 +44,7 @@ from temporalio.client import (
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
+from connector.claim_store import ClaimIndex, read_claims
 from connector.config import NodeConfig, PeerConfig, TemporalConfig, load_config_or_exit
 from workflows import ids
 from workflows.messages import ChannelStatus
@@ -101,6 +103,13 @@ class ChannelRow(_Document):
     deposit_target: Wei | None = None
     last_error: str | None = None
     shortfall: ShortfallRow | None = None
+    # The latest claims on the channel, from the node's ledger file (connector/claim_store.py);
+    # amounts cumulative over the channel. None when no claim went that way (or no file here).
+    sent_claim_nonce: Wei | None = None
+    sent_claim_amount: Wei | None = None
+    sent_claim_acknowledged: bool | None = None
+    received_claim_nonce: Wei | None = None
+    received_claim_amount: Wei | None = None
 
     @property
     def is_running(self) -> bool:
@@ -251,7 +260,45 @@ def row_notes(row: ChannelRow) -> list[str]:
         notes.append(f"then: paychan retry {row.peer_id} (or wait for the timed re-check)")
     if row.last_error:
         notes.append(f"last error: {row.last_error}")
+    if row.sent_claim_nonce is not None or row.received_claim_nonce is not None:
+        notes.append(f"claims: {_claim_note(row)}")
     return notes
+
+
+def _claim_note(row: ChannelRow) -> str:
+    sent = (
+        f"sent #{row.sent_claim_nonce} for {format_units(row.sent_claim_amount)} {row.token}"
+        + (" (acknowledged)" if row.sent_claim_acknowledged else " (awaiting acknowledgement)")
+        if row.sent_claim_nonce is not None
+        else "sent none"
+    )
+    received = (
+        f"received #{row.received_claim_nonce} for "
+        f"{format_units(row.received_claim_amount)} {row.token}"
+        if row.received_claim_nonce is not None
+        else "received none"
+    )
+    return f"{sent}; {received}"
+
+
+def with_claims(report: ChannelsReport, claims: ClaimIndex) -> ChannelsReport:
+    """The report with each row's latest claims on its channel."""
+    rows = []
+    for row in report.peers:
+        summary = claims.summary(row.peer_id, row.channel_id)
+        sent, received = summary.sent, summary.received
+        rows.append(
+            row.model_copy(
+                update={
+                    "sent_claim_nonce": sent.nonce if sent else None,
+                    "sent_claim_amount": sent.transferred_amount if sent else None,
+                    "sent_claim_acknowledged": sent.acknowledged if sent else None,
+                    "received_claim_nonce": received.nonce if received else None,
+                    "received_claim_amount": received.transferred_amount if received else None,
+                }
+            )
+        )
+    return report.model_copy(update={"peers": rows})
 
 
 def render_table(report: ChannelsReport, width: int = 100) -> str:
@@ -526,6 +573,8 @@ def channels_command(args: argparse.Namespace) -> int:
                 lambda client: collect_report(client, config, args.query_timeout),
             )
         )
+        # Claims live in the node's ledger file; shown when this host has it.
+        report = with_claims(report, read_claims(config.resolved_ledger_path))
         if args.json:
             print(json.dumps(report.model_dump(mode="json", by_alias=True), indent=2))
         else:

@@ -16,7 +16,8 @@ same claim again. Memory is authoritative while running (as in the ledger); the 
 once, by `open`.
 
 Reads for other parts of the node (channel keeping closes with `best_received`; /health):
-`best_received`, `latest_sent`, `latest_acknowledged`, `summary`.
+`best_received`, `latest_sent`, `latest_acknowledged`, `summary` (`ClaimIndex`). Another
+process (`paychan channels`) reads the same file with `read_claims`, read-only.
 """
 
 from __future__ import annotations
@@ -98,9 +99,10 @@ class ClaimSummary:
 _Key = tuple[str, str]  # (peer id, channel id)
 
 
-class ClaimStore:
-    def __init__(self, ledger: BalanceLedger, rows: list[StoredClaim]) -> None:
-        self._ledger = ledger
+class ClaimIndex:
+    """The latest claims per peer and channel, in memory; no I/O."""
+
+    def __init__(self, rows: list[StoredClaim]) -> None:
         self._sent: dict[_Key, StoredClaim] = {}
         self._acknowledged: dict[_Key, StoredClaim] = {}
         self._received: dict[_Key, StoredClaim] = {}
@@ -108,40 +110,6 @@ class ClaimStore:
         self._latest_channel: dict[str, str] = {}
         for stored in sorted(rows, key=lambda row: (row.recorded_at, row.nonce)):
             self._remember(stored)
-
-    @classmethod
-    def open(cls, path: str | Path, ledger: BalanceLedger) -> ClaimStore:
-        """Create the table in the ledger file if needed and load what it holds."""
-        connection = sqlite3.connect(path, timeout=10.0)
-        try:
-            with connection:
-                connection.execute(_SCHEMA)
-            rows = [
-                StoredClaim(
-                    direction=direction,
-                    peer_id=peer_id,
-                    claim=Claim.model_validate_json(claim),
-                    amount=int(amount),
-                    acknowledged=bool(acknowledged),
-                    recorded_at=recorded_at,
-                )
-                for direction, peer_id, claim, amount, acknowledged, recorded_at in (
-                    connection.execute(
-                        "SELECT direction, peer_id, claim, amount, acknowledged, recorded_at"
-                        " FROM claims"
-                    )
-                )
-            ]
-        finally:
-            connection.close()
-        store = cls(ledger, rows)
-        log.info(
-            "CLAIM_STORE_OPENED",
-            path=str(path),
-            claims=len(rows),
-            pending=len(store._pending),
-        )
-        return store
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -173,6 +141,48 @@ class ClaimStore:
             channel, self._sent.get((peer_id, channel)), self._received.get((peer_id, channel))
         )
 
+    def _remember(self, stored: StoredClaim) -> None:
+        key = (stored.peer_id, stored.channel_id)
+        self._latest_channel[stored.peer_id] = stored.channel_id
+        if stored.direction == "received":
+            _keep_highest(self._received, key, stored)
+            return
+        _keep_highest(self._sent, key, stored)
+        if stored.acknowledged:
+            _keep_highest(self._acknowledged, key, stored)
+            pending = self._pending.get(stored.peer_id)
+            if pending is not None and pending.claim == stored.claim:
+                del self._pending[stored.peer_id]
+        else:
+            self._pending[stored.peer_id] = stored
+
+
+class ClaimStore(ClaimIndex):
+    """The node's claims: the index, and writes that go through the ledger's batches."""
+
+    def __init__(self, ledger: BalanceLedger, rows: list[StoredClaim]) -> None:
+        super().__init__(rows)
+        self._ledger = ledger
+
+    @classmethod
+    def open(cls, path: str | Path, ledger: BalanceLedger) -> ClaimStore:
+        """Create the table in the ledger file if needed and load what it holds."""
+        connection = sqlite3.connect(path, timeout=10.0)
+        try:
+            with connection:
+                connection.execute(_SCHEMA)
+            rows = _read_rows(connection)
+        finally:
+            connection.close()
+        store = cls(ledger, rows)
+        log.info(
+            "CLAIM_STORE_OPENED",
+            path=str(path),
+            claims=len(rows),
+            pending=len(store.peers_with_pending()),
+        )
+        return store
+
     # --- writes (durable on return) ------------------------------------------------------------
 
     async def record_sent(self, peer_id: str, claim: Claim, amount: int) -> StoredClaim:
@@ -202,20 +212,36 @@ class ClaimStore:
         await self._ledger.apply_incoming_settlement(peer_id, amount, [_insert(stored)])
         return stored
 
-    def _remember(self, stored: StoredClaim) -> None:
-        key = (stored.peer_id, stored.channel_id)
-        self._latest_channel[stored.peer_id] = stored.channel_id
-        if stored.direction == "received":
-            _keep_highest(self._received, key, stored)
-            return
-        _keep_highest(self._sent, key, stored)
-        if stored.acknowledged:
-            _keep_highest(self._acknowledged, key, stored)
-            pending = self._pending.get(stored.peer_id)
-            if pending is not None and pending.claim == stored.claim:
-                del self._pending[stored.peer_id]
-        else:
-            self._pending[stored.peer_id] = stored
+
+def read_claims(path: str | Path) -> ClaimIndex:
+    """The claims in a node's ledger file, read-only, as another process sees them (empty
+    when the file or its table does not exist yet)."""
+    try:
+        connection = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=10.0)
+    except sqlite3.OperationalError:
+        return ClaimIndex([])
+    try:
+        return ClaimIndex(_read_rows(connection))
+    except sqlite3.OperationalError:  # no claims table: settlement never ran on this file
+        return ClaimIndex([])
+    finally:
+        connection.close()
+
+
+def _read_rows(connection: sqlite3.Connection) -> list[StoredClaim]:
+    return [
+        StoredClaim(
+            direction=direction,
+            peer_id=peer_id,
+            claim=Claim.model_validate_json(claim),
+            amount=int(amount),
+            acknowledged=bool(acknowledged),
+            recorded_at=recorded_at,
+        )
+        for direction, peer_id, claim, amount, acknowledged, recorded_at in connection.execute(
+            "SELECT direction, peer_id, claim, amount, acknowledged, recorded_at FROM claims"
+        )
+    ]
 
 
 def _keep_highest(claims: dict[_Key, StoredClaim], key: _Key, stored: StoredClaim) -> None:

@@ -31,8 +31,11 @@ from connector.channel_commands import (
     format_units,
     render_table,
     short_channel_id,
+    with_claims,
 )
 from connector.channels import ChannelProvisioner
+from connector.claim_store import ClaimIndex, StoredClaim
+from connector.claims import ClaimDomain, ClaimSigner
 from connector.cli import main
 from connector.config import PeerConfig
 from connector.devstack import free_port, temporal_binary
@@ -231,6 +234,54 @@ def test_table_fits_80_columns_and_says_what_to_do() -> None:
     assert lines[6].startswith("    last error: TokenNetwork reverted: xxx")
     assert lines[8].endswith(" ..")
     assert "(no worker)" in lines[-1]
+
+
+def test_claims_from_the_ledger_file_show_under_their_row() -> None:
+    channel_id = "0x" + "ab" * 32
+    ours = Account.from_key("0x" + "11" * 32)
+    theirs = Account.from_key("0x" + "22" * 32)
+    domain = ClaimDomain(31337, "0x" + "cd" * 20)
+
+    def stored(direction: str, account, nonce: int, amount: int, acked: bool) -> StoredClaim:
+        claim = ClaimSigner(account.key, account.address).sign(domain, channel_id, nonce, amount)
+        return StoredClaim(direction, "peer1", claim, amount, acked, 1.0)
+
+    claims = ClaimIndex(
+        [
+            stored("sent", ours, 3, 3 * M2M, True),
+            stored("sent", ours, 4, 4 * M2M, False),
+            stored("received", theirs, 2, M2M // 2, True),
+        ]
+    )
+    row = ChannelRow(
+        peer_id="peer1",
+        token="M2M",
+        workflow_id="channel/peer2/peer1/M2M",
+        stage="READY",
+        execution="RUNNING",
+        live=True,
+        channel_id=channel_id,
+    )
+    other = row.model_copy(update={"peer_id": "peer3", "workflow_id": "channel/peer2/peer3/M2M"})
+    report = with_claims(
+        ChannelsReport(
+            node_id="peer2", temporal_address="t:1", namespace="default", peers=[row, other]
+        ),
+        claims,
+    )
+
+    lines = render_table(report, 80).splitlines()
+    assert lines[3:5] == [
+        "    claims: sent #4 for 4.0 M2M (awaiting acknowledgement); received #2 for 0.5",
+        "      M2M",
+    ]
+    assert lines[5].startswith("peer3")  # no claims, no note
+    document = report.model_dump(mode="json", by_alias=True)["peers"]
+    assert (document[0]["sentClaimNonce"], document[0]["receivedClaimAmount"]) == (
+        "4",
+        str(M2M // 2),
+    )
+    assert document[1]["sentClaimNonce"] is None
 
 
 # --- errors before or without Temporal -------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 from eth_account import Account
 
 from connector.balances import AccountLimits, BalanceLedger
-from connector.claim_store import ClaimStore
+from connector.claim_store import ClaimStore, read_claims
 from connector.claims import ClaimDomain, ClaimSigner
 
 LIMITS = {"bob": AccountLimits(credit_limit=10**12, settlement_threshold=1_000)}
@@ -124,5 +124,22 @@ async def test_recording_the_same_claim_twice_keeps_one_row(tmp_path: Path) -> N
         await ledger.record_outgoing("bob", 1)  # the ledger still writes
         assert stored_rows(path) == [("received", "bob", "1", "1000", "1000", 1)]
         assert stored_balance(path, "bob") == -1_001
+    finally:
+        await ledger.close()
+
+
+async def test_another_process_reads_the_claims_read_only(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    assert read_claims(path).summary("bob").channel_id is None  # no file yet
+    ledger = BalanceLedger.open(path, LIMITS)
+    assert read_claims(path).summary("bob").channel_id is None  # no claims table yet
+    store = ClaimStore.open(path, ledger)
+    try:
+        sent = await store.record_sent("bob", OURS.sign(DOMAIN, CHANNEL, 1, 1_000), 1_000)
+        received = await store.record_received("bob", THEIRS.sign(DOMAIN, CHANNEL, 4, 9), 9)
+
+        summary = read_claims(path).summary("bob")  # while the node runs
+        assert (summary.channel_id, summary.sent, summary.received) == (CHANNEL, sent, received)
+        assert read_claims(path).pending_sent("bob") == sent
     finally:
         await ledger.close()
