@@ -91,9 +91,16 @@ def _add_demo_command(commands: argparse._SubParsersAction) -> None:
         "process fails or channels are not READY in time.",
     )
     demo.add_argument("--workdir", type=Path, default=Path(".demo"), help="state and logs")
-    demo.add_argument("--payments", type=int, default=100, help="payments peer1 -> peer5")
+    demo.add_argument(
+        "--payments", type=int, default=100, help="payments of 50,000 peer1 -> peer5 (100)"
+    )
     demo.add_argument(
         "--exit-after-traffic", action="store_true", help="stop once the payments are answered"
+    )
+    demo.add_argument(
+        "--any-ports",
+        action="store_true",
+        help="pick free ports instead of the fixed ones (several demos, or ports in use)",
     )
     demo.set_defaults(run=_run_demo)
 
