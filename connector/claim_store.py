@@ -106,7 +106,7 @@ class ClaimIndex:
         self._sent: dict[_Key, StoredClaim] = {}
         self._acknowledged: dict[_Key, StoredClaim] = {}
         self._received: dict[_Key, StoredClaim] = {}
-        self._pending: dict[str, StoredClaim] = {}
+        self._pending: dict[_Key, StoredClaim] = {}
         self._latest_channel: dict[str, str] = {}
         for stored in sorted(rows, key=lambda row: (row.recorded_at, row.nonce)):
             self._remember(stored)
@@ -125,12 +125,16 @@ class ClaimIndex:
         """Our latest claim on the channel that the peer acknowledged (and we credited)."""
         return self._acknowledged.get((peer_id, _normal(channel_id)))
 
-    def pending_sent(self, peer_id: str) -> StoredClaim | None:
-        """The claim we sent the peer and have no acknowledgement for: send it again."""
-        return self._pending.get(peer_id)
+    def pending_sent(self, peer_id: str, channel_id: str | None = None) -> StoredClaim | None:
+        """The claim we sent the peer on the channel (on any channel: the latest) and have no
+        acknowledgement for: the one to send again."""
+        if channel_id is not None:
+            return self._pending.get((peer_id, _normal(channel_id)))
+        waiting = [claim for (peer, _), claim in self._pending.items() if peer == peer_id]
+        return max(waiting, key=lambda claim: claim.recorded_at, default=None)
 
     def peers_with_pending(self) -> list[str]:
-        return list(self._pending)
+        return sorted({peer_id for peer_id, _ in self._pending})
 
     def summary(self, peer_id: str, channel_id: str | None = None) -> ClaimSummary:
         """Latest claims on `channel_id`, or on the channel the peer's last claim was on."""
@@ -150,11 +154,11 @@ class ClaimIndex:
         _keep_highest(self._sent, key, stored)
         if stored.acknowledged:
             _keep_highest(self._acknowledged, key, stored)
-            pending = self._pending.get(stored.peer_id)
+            pending = self._pending.get(key)
             if pending is not None and pending.claim == stored.claim:
-                del self._pending[stored.peer_id]
+                del self._pending[key]
         else:
-            self._pending[stored.peer_id] = stored
+            self._pending[key] = stored
 
 
 class ClaimStore(ClaimIndex):
@@ -187,8 +191,8 @@ class ClaimStore(ClaimIndex):
 
     async def record_sent(self, peer_id: str, claim: Claim, amount: int) -> StoredClaim:
         """Keep a claim we are about to send; it is the peer's pending claim until acked."""
-        if peer_id in self._pending:
-            raise ValueError(f"{peer_id} already has a pending claim; send that one")
+        if (peer_id, claim.channel_id) in self._pending:
+            raise ValueError(f"{peer_id} has a pending claim on the channel; send that one")
         stored = StoredClaim("sent", peer_id, claim, amount, False, time.time())
         self._remember(stored)
         await self._ledger.write_journal([_insert(stored)])

@@ -140,6 +140,7 @@ class SettlementService:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._receiving: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._stopped = False
+        self._stale_reported: set[str] = set()
 
     @property
     def store(self) -> ClaimStore:
@@ -169,7 +170,11 @@ class SettlementService:
         self._tasks.clear()
 
     async def _connect(self) -> None:
-        self._chain = await self._chain_ready()
+        try:
+            self._chain = await self._chain_ready()
+        except Exception:
+            log.exception("SETTLEMENT_START_FAILED", nodeId=self._node.config.node_id)
+            raise
         store, ledger = self.store, self._node.ledger
         due = {peer_id for peer_id in store.peers_with_pending()}
         due.update(event.peer_id for event in ledger.due_settlements())
@@ -228,7 +233,15 @@ class SettlementService:
     async def _settle_step(self, peer_id: str) -> _Step:
         chain, store, ledger = self._chain, self.store, self._node.ledger
         assert chain is not None
-        pending = store.pending_sent(peer_id)
+        view = self._registry.view(peer_id)
+        # A claim left unacknowledged on the peer's channel goes first (on any channel while
+        # the registry does not know the peer yet, e.g. right after a restart).
+        if view is None:
+            pending = store.pending_sent(peer_id)
+        elif view.channel_id is not None:
+            pending = store.pending_sent(peer_id, view.channel_id)
+        else:
+            pending = None
         if pending is not None:
             return await self._deliver(pending)
         account = ledger.snapshot(peer_id)
@@ -237,10 +250,21 @@ class SettlementService:
         if threshold is None or owed < threshold:
             ledger.settlement_failed(peer_id)  # re-arm: the next crossing asks again
             return _Step.DONE
-        view = self._registry.view(peer_id)
         if view is None or not view.is_ready or view.channel_id is None:
             await self._await_channel(peer_id, chain, view.stage if view else None)
             return _Step.AGAIN
+        stale = store.pending_sent(peer_id)
+        if stale is not None and peer_id not in self._stale_reported:
+            # Sent on a channel that is no longer the peer's: its fate is the close's (the
+            # peer may have used it on-chain); it no longer blocks claims on the new channel.
+            self._stale_reported.add(peer_id)
+            log.warning(
+                "CLAIM_PENDING_ON_OLD_CHANNEL",
+                peerId=peer_id,
+                channelId=stale.channel_id,
+                nonce=str(stale.nonce),
+                amount=str(stale.amount),
+            )
         claim, amount = await self._next_claim(peer_id, view.channel_id, owed, chain)
         if claim is None:
             return _Step.LATER

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from eth_account import Account
 
 from connector.balances import AccountLimits, BalanceLedger
@@ -141,5 +142,27 @@ async def test_another_process_reads_the_claims_read_only(tmp_path: Path) -> Non
         summary = read_claims(path).summary("bob")  # while the node runs
         assert (summary.channel_id, summary.sent, summary.received) == (CHANNEL, sent, received)
         assert read_claims(path).pending_sent("bob") == sent
+    finally:
+        await ledger.close()
+
+
+async def test_a_claim_pending_on_an_old_channel_does_not_block_the_new_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    ledger, store = await opened(path)
+    new_channel = "0x" + "c2" * 32
+    try:
+        old = await store.record_sent("bob", OURS.sign(DOMAIN, CHANNEL, 7, 7_000), 1_000)
+        with pytest.raises(ValueError, match="pending"):
+            await store.record_sent("bob", OURS.sign(DOMAIN, CHANNEL, 8, 8_000), 1_000)
+        new = await store.record_sent("bob", OURS.sign(DOMAIN, new_channel, 1, 500), 500)
+
+        assert store.pending_sent("bob", CHANNEL) == old
+        assert store.pending_sent("bob", new_channel) == new
+        assert store.pending_sent("bob") == new  # the latest, when no channel is named
+        await store.record_acknowledged(new)
+        assert store.pending_sent("bob") == old
+        assert store.peers_with_pending() == ["bob"]
     finally:
         await ledger.close()
