@@ -321,3 +321,37 @@ async def test_without_a_ready_channel_the_workflow_is_retried_and_paid_once_rea
     assert a.node.ledger.snapshot(pair.b_id).balance == 0
     assert pair.b.node.ledger.snapshot(pair.a_id).balance == 0
     assert [row[:4] for row in claim_rows(a)] == [("sent", 1, 2_500_000, 2_500_000)]
+
+
+async def test_claims_never_exceed_our_deposit_and_the_rest_waits(
+    stack: AsyncExitStack,
+    temporal_env: WorkflowEnvironment,
+    anvil,
+    anvil_w3: AsyncWeb3,
+    deployment: Deployment,
+    new_account: NewAccount,
+    tmp_path: Path,
+) -> None:
+    pair = await start_pair(
+        stack, temporal_env, anvil, deployment, tmp_path, await new_account(), await new_account()
+    )
+    a, b = pair.a, pair.b
+    await wait_for(lambda: is_ready(a, pair.b_id) and is_ready(b, pair.a_id), what="READY")
+    nonces = await wallet_nonces(anvil_w3, [pair.a_account.address, pair.b_account.address])
+
+    await pay(a, f"g.{pair.b_id}", [900_000] * 13)  # 11,700,000 against a 10,000,000 deposit
+    await wait_for(
+        lambda: (
+            (last := a.node.claims.latest_acknowledged(pair.b_id, pair.channel_id)) is not None
+            and last.transferred_amount == DEPOSIT
+        ),
+        what="claims up to the deposit",
+    )
+    await asyncio.sleep(0.5)  # a few more attempts: the deposit stays the cap
+    last = a.node.claims.latest_acknowledged(pair.b_id, pair.channel_id)
+    assert last.transferred_amount == DEPOSIT
+    assert a.node.claims.pending_sent(pair.b_id) is None
+    assert a.node.ledger.snapshot(pair.b_id).balance == -(11_700_000 - DEPOSIT)
+    assert b.node.ledger.snapshot(pair.a_id).balance == 11_700_000 - DEPOSIT
+    assert b.node.claims.best_received(pair.a_id, pair.channel_id).claim == last.claim
+    assert await wallet_nonces(anvil_w3, list(nonces)) == nonces
