@@ -8,8 +8,11 @@ nodes (the tests do) still tells them apart; labels are only ever config-bounded
 Three ways a value gets here:
 
 - Counters and histograms updated where the event happens. On the packet path that is two
-  small services (`connector.services.metrics`) with their label children bound once, so a
-  packet costs two clock reads, a counter increment and one or two histogram observations.
+  small services (`connector.services.metrics`) with their label children bound once: a
+  counter increment per answered packet, and two clock reads and one histogram observation
+  per forwarded packet (~2.5 µs per forwarded packet together, against ~130 µs of CPU per hop;
+  a histogram of each packet's whole time at the node would add ~1.5 µs and tell little
+  more than the hop's own).
 - Stage changes the connector sees (`StageTimer`, fed by `connector.channels.ChannelRegistry`):
   time spent in each provisioning stage, time to READY, transitions into FAILED.
 - Values read at scrape time from each running node (`NodeCollector`): ledger balances,
@@ -83,13 +86,6 @@ PACKETS = Counter(
     "ILP Prepares answered by this node, by origin (peer: received from a peer; local: "
     "sent by this node), result (fulfilled | rejected) and reject code ('' when fulfilled)",
     ["node", "origin", "result", "code"],
-)
-PACKET_SECONDS = Histogram(
-    "paychan_packet_duration_seconds",
-    "Prepare received (or originated) to Fulfill/Reject answered, at this node; includes "
-    "the time spent downstream",
-    ["node", "origin"],
-    buckets=LATENCY_BUCKETS,
 )
 HOP_SECONDS = Histogram(
     "paychan_hop_duration_seconds",

@@ -104,7 +104,6 @@ async def test_demo_reaches_ready_then_payments_flow_then_stops_everything(
     assert value(peer2, "paychan_packets_total", **from_peer1, result="fulfilled", code="") == 100
     assert value(peer2, "paychan_hop_duration_seconds_count", node="peer2", peer="peer3") == 100
     assert samples(peer2, "paychan_hop_duration_seconds_bucket", node="peer2", peer="peer3")
-    assert value(peer2, "paychan_packet_duration_seconds_count", **from_peer1) == 100
     # The claims peer1 sent settle what it owed: the ledger balance is what is left over.
     assert value(peer2, "paychan_balance", node="peer2", peer="peer1") < 5_000_000
     assert value(peer2, "paychan_claims_received_total", node="peer2", peer="peer1") >= 1
