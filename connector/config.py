@@ -314,6 +314,8 @@ class AdminConfig(_Section):
 
 
 class TemporalConfig(_Section):
+    """Where the node's channel workflows live, and who runs their workers."""
+
     address: str = "127.0.0.1:7233"
     """Temporal frontend `host:port`."""
     namespace: str = "default"
