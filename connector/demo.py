@@ -4,7 +4,10 @@ Temporal dev server (with its web UI) + anvil (`--block-time 1`) + the contracts
 funded wallets + the 5-node line peer1…peer5 from `examples/` as real `paychan connector`
 processes (each hosting its worker). It waits until every link's channel is READY on both
 ends, and only then sends the first payment, so the output shows channels ready before any
-packet. Everything started here is stopped on exit (Ctrl-C included).
+packet; then it shows the claims that settle every link arrive, and keeps each node's
+/metrics in `<workdir>/metrics/`. While it runs it prints a progress line and a status table
+(stages and deposits from /health, balances from the admin API, latest claims from /health).
+Everything started here is stopped on exit (Ctrl-C at any point included).
 """
 
 from __future__ import annotations
