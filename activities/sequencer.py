@@ -20,6 +20,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 
 from workflows import ids
 from workflows.messages import SequencerParams, SubmitBatch, SubmitRequest, SubmitResult
+from workflows.policies import WORKFLOW_TASK_TIMEOUT
 from workflows.sequencer import WalletSequencer
 
 HEARTBEAT_EVERY = 1.0
@@ -79,6 +80,7 @@ class SequencerClientActivities:
             id=self._workflow_id,
             task_queue=ids.wallet_task_queue(self._node_id),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
         )
         try:
             results = await self._client.execute_update_with_start_workflow(

@@ -24,6 +24,7 @@ from temporalio.service import RPCError
 from workflows import ids
 from workflows.channel import ChannelWorkflow
 from workflows.messages import ChannelParams, ChannelStatus, SettlementReady
+from workflows.policies import WORKFLOW_TASK_TIMEOUT
 from workflows.provisioning.state import Stage
 
 log = structlog.get_logger(__name__)
@@ -152,6 +153,7 @@ class ChannelProvisioner:
             id=workflow_id,
             task_queue=ids.provisioning_task_queue(params.node_id),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
             start_signal=ids.SIGNAL_PEER_CONNECTED,
             search_attributes=TypedSearchAttributes(
                 [

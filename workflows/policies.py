@@ -16,3 +16,7 @@ CHAIN_RETRY = RetryPolicy(
 # Every chain activity heartbeats each second: a killed worker's step is retried elsewhere
 # after this, not after its whole start-to-close timeout.
 HEARTBEAT_TIMEOUT = timedelta(seconds=3)
+# A workflow task lost with its worker (SIGKILL mid-task) is handed to another worker after
+# this, not after Temporal's default of 10 s. Tasks take milliseconds; the first one of a
+# sandboxed workflow on a busy 2-core machine well under a second.
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=3)
