@@ -194,6 +194,7 @@ class RefusalReason(enum.StrEnum):
     UNKNOWN_CHANNEL = "unknown_channel"
     NOT_OUR_CHANNEL = "not_our_channel"
     CHANNEL_NOT_OPEN = "channel_not_open"
+    CHANNEL_CLOSING = "channel_closing"
     ABOVE_DEPOSIT = "above_deposit"
 
 

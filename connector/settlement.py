@@ -64,6 +64,7 @@ from connector.config import NodeConfig
 from connector.node import ConnectorNode, PeerLinkEvent
 from worker.run import ChainContext
 from workflows import ids
+from workflows.provisioning.state import CLOSING_STAGES, Stage
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +82,7 @@ class SettlementTiming:
 
 DEFAULT_TIMING = SettlementTiming()
 
+_CLOSED_FOR_CLAIMS = CLOSING_STAGES | {Stage.SETTLED}
 # Chain reads that fail (RPC down) are transient: the peer is told to try again later.
 _CHAIN_ERRORS = (OSError, TimeoutError, Web3Exception)
 
@@ -391,7 +393,7 @@ class SettlementService:
                 return _ack(claim)
             refusal = check_claim(
                 claim, domain=chain.domain, partner=partner, last=last.claim if last else None
-            )
+            ) or self._check_not_closing(peer_id, claim)
             if refusal is None:
                 assert partner is not None
                 refusal = await self._check_on_chain(peer_id, claim, partner, chain)
@@ -412,6 +414,21 @@ class SettlementService:
             amount=str(amount),
         )
         return _ack(claim)
+
+    def _check_not_closing(self, peer_id: str, claim: Claim) -> Refusal | None:
+        """Once we close the channel (or signed its cooperative settle), a later claim would
+        credit value the close does not pay: refused, though the chain still says open."""
+        view = self._registry.view(peer_id)
+        if (
+            view is not None
+            and view.channel_id is not None
+            and view.channel_id.lower() == claim.channel_id
+            and view.stage in _CLOSED_FOR_CLAIMS
+        ):
+            return Refusal(
+                RefusalReason.CHANNEL_CLOSING, f"channel {claim.channel_id} is {view.stage}"
+            )
+        return None
 
     async def _check_on_chain(
         self, peer_id: str, claim: Claim, partner: str, chain: SettlementChain

@@ -266,6 +266,15 @@ async def test_bad_claims_are_refused_and_change_nothing(
     assert json.loads(answer.data)["nonce"] == "2"
     assert b.node.ledger.snapshot(pair.a_id).balance == balance_before - 50_000
 
+    # Once b closes the channel (its keeper marks it CLOSING), a later claim is refused
+    # though the chain still says open: the close would not pay it.
+    rows_before = claim_rows(b)
+    b.node.channels.mark_closing(pair.a_id, channel, "CLOSING")
+    with pytest.raises(BtpRefused, match="channel_closing"):
+        await send(payer.sign(domain, channel, 3, 1_300_000).to_json())
+    assert claim_rows(b) == rows_before
+    assert b.node.ledger.snapshot(pair.a_id).balance == balance_before - 50_000
+
 
 async def test_without_a_ready_channel_the_workflow_is_retried_and_paid_once_ready(
     stack: AsyncExitStack,
