@@ -57,21 +57,19 @@ class KeeperNode:
         *,
         settle_timeout: int = SETTLE_TIMEOUT,
         cooperative: CooperativeSettler | None = None,
+        workers: AsyncExitStack | None = None,
         **keeping: float | int,
     ) -> None:
-        """Open the claim store, run the workers (until `stack` closes) and provision `peers`
-        (id -> address) with ChannelParams `keeping` overrides (top_up_below, ...)."""
+        """Open the claim store, run the workers (until `workers`, default `stack`, closes)
+        and provision `peers` (id -> address) with ChannelParams `keeping` overrides."""
         self.domain = ClaimDomain(deployment.chain_id, deployment.token_network)
         path = data_dir / f"{self.node_id}.sqlite3"
         ledger = BalanceLedger.open(path, {peer: AccountLimits(CREDIT_LIMIT) for peer in peers})
         stack.push_async_callback(ledger.close)
         self.claims = ClaimStore.open(path, ledger)
         self.connector = ConnectorActivities(self.registry, self.claims, cooperative)
-        context = ChainContext(self.node_id, w3, self.account, deployment, settle_timeout)
-        for worker in build_workers(self.client, context, self.connector):
-            await stack.enter_async_context(worker)
-        # A keeper left running would wake every check interval with no worker to answer
-        # (on the time-skipping server, thousands of times as other tests skip days).
+        await self.start_workers(workers or stack, w3, deployment, settle_timeout=settle_timeout)
+        # A keeper left running would wake every check interval with no worker to answer.
         stack.push_async_callback(
             self._terminate,
             [ids.channel_workflow_id(self.node_id, peer, TOKEN) for peer in peers]
@@ -96,6 +94,20 @@ class KeeperNode:
                 for peer_id, address in peers.items()
             },
         )
+
+    async def start_workers(
+        self,
+        stack: AsyncExitStack,
+        w3: AsyncWeb3,
+        deployment: Deployment,
+        *,
+        settle_timeout: int = SETTLE_TIMEOUT,
+    ) -> None:
+        """The node's workers (provisioning, wallet, connector queue) until `stack` closes;
+        again after a stop, for a restart."""
+        context = ChainContext(self.node_id, w3, self.account, deployment, settle_timeout)
+        for worker in build_workers(self.client, context, self.connector):
+            await stack.enter_async_context(worker)
 
     async def _terminate(self, workflow_ids: list[str]) -> None:
         for workflow_id in workflow_ids:

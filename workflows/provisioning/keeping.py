@@ -15,6 +15,8 @@ from workflows.provisioning.state import ProvisioningState, Stage
 # How soon the keeper looks again after a send it could not make (refused, reverted, short of
 # funds) when no settle window says otherwise; the check interval caps it.
 RETRY_AFTER_SECONDS = 60.0
+# Blocks the non-closing side waits after the window before settling (see settle_from_block).
+NON_CLOSER_GRACE_BLOCKS = 5
 
 
 def sent_amount(claims: ClaimsRead) -> int:
@@ -78,13 +80,20 @@ def cooperative_terms(chain: OnChainChannel, claims: ClaimsRead) -> CooperativeT
     return CooperativeTerms(our_balance=ours, their_balance=holds - ours)
 
 
+def settle_from_block(settle_block: int, closed_by_us: bool) -> int:
+    """The first latest-block at which we send `settleChannel`. It succeeds in a block after
+    `settle_block` and a send lands after the latest block, so the closer sends at
+    `settle_block`; the other side waits a few blocks more, so when both keepers run only
+    one settle is sent, and the other side still settles if the closer never does."""
+    return settle_block + (0 if closed_by_us else NON_CLOSER_GRACE_BLOCKS)
+
+
 def blocks_left(state: ProvisioningState) -> int:
-    """Blocks to wait before `settleChannel` may be sent (0: now), as of the last read. It
-    succeeds in a block after `settle_block`, and a send lands in a block after the latest."""
+    """Blocks to wait before we send `settleChannel` (0: now), as of the last read."""
     window = state.window
     if window is None:
         return 0
-    return max(0, window.settle_block - window.block_number)
+    return max(0, settle_from_block(window.settle_block, window.closed_by_us) - window.block_number)
 
 
 def next_check_in(state: ProvisioningState, now: float) -> float | None:

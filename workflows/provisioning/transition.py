@@ -437,7 +437,7 @@ def _closed(state: ProvisioningState, read: ChainChannelRead) -> Transition:
         )
         step = _send(windowed, Stage.SETTLE_WINDOW, (intent,))
         return Transition(step.state, (*commands, *step.commands))
-    if chain.block_number >= chain.settle_block:
+    if chain.block_number >= keeping.settle_from_block(chain.settle_block, chain.closed_by_us):
         intent = TxIntent(SendKind.SETTLE_CHANNEL, channel_id=chain.channel_id)
         step = _send(windowed, Stage.SETTLING, (intent,))
         return Transition(step.state, (*commands, *step.commands))

@@ -348,11 +348,16 @@ def test_partner_close_with_our_best_claim_already_on_chain_needs_no_update() ->
     assert sends(transition(ready(), read(closed, received=claim(9, 70))).commands) == []
 
 
-def test_no_update_once_the_window_is_over_only_settle() -> None:
+def test_no_update_once_the_window_is_over_and_the_closer_settles_first() -> None:
     closed = onchain(
         ChannelPhase.CLOSED, block=540, closed_by_us=False, settle_block=540, partner_nonce=0
     )
     step = transition(ready(), read(closed, received=claim(9, 70)))
+    # Too late to update; the closer may settle now, we give it a few blocks first.
+    assert sends(step.commands) == []
+    assert keeping.blocks_left(step.state) == keeping.NON_CLOSER_GRACE_BLOCKS
+    later = replace(closed, block_number=540 + keeping.NON_CLOSER_GRACE_BLOCKS)
+    step = transition(step.state, read(later, received=claim(9, 70)))
     assert [i.kind for i in only_send(step.commands).intents] == [SendKind.SETTLE_CHANNEL]
 
 
