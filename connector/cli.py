@@ -257,6 +257,33 @@ def _add_channel_commands(commands: argparse._SubParsersAction) -> None:
     )
     cancel.set_defaults(run=_run_cancel)
 
+    close = commands.add_parser(
+        "close",
+        help="close a peer's READY channel and settle it (unilateral or --cooperative)",
+        description="Send the close signal to channel/<node>/<peer>/<token>. Unilateral: "
+        "closeChannel with the best claim the peer signed, then settleChannel once the settle "
+        "window (in blocks) is over. --cooperative: both sides sign the final balances and one "
+        "cooperativeSettle pays them at once; if the peer declines or does not answer, the "
+        "close goes unilateral. The workflow ends SETTLED with the payout; the next connect "
+        "opens a new channel. Exit 2 for an unknown peer, 1 when the workflow is not running "
+        "or has no READY channel.",
+    )
+    close.add_argument("peer", help="peer id from the config")
+    close.add_argument("--config", type=Path, required=True, help=config_help)
+    close.add_argument(
+        "--cooperative",
+        action="store_true",
+        help="ask the peer to sign a cooperative settle (no settle window)",
+    )
+    close.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="follow the close this long and print the stage or payout (default 0)",
+    )
+    close.set_defaults(run=_run_close)
+
 
 def _run_channels(args: argparse.Namespace) -> int:
     from connector.channel_commands import channels_command
@@ -268,6 +295,12 @@ def _run_retry(args: argparse.Namespace) -> int:
     from connector.channel_commands import retry_command
 
     return retry_command(args)
+
+
+def _run_close(args: argparse.Namespace) -> int:
+    from connector.channel_commands import close_command
+
+    return close_command(args)
 
 
 def _run_cancel(args: argparse.Namespace) -> int:
