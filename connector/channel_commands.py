@@ -1,5 +1,7 @@
-"""`paychan channels`, `paychan retry <peer>`, `paychan cancel <peer>`: the operator's view of
-this node's channel workflows, and the two levers a stuck provisioning needs.
+"""`paychan channels`, `paychan retry <peer>`, `paychan cancel <peer>`, `paychan close <peer>`:
+the operator's view of this node's channel workflows, the two levers a stuck provisioning
+needs, and closing a READY channel (the workflow's `close` signal, with `{"cooperative":
+true}` for a cooperative settle; the Temporal UI's Send a Signal does the same).
 
 The same levers are the Temporal web UI's buttons: `retry` is the workflow's `retry` signal
 (SignalWorkflowExecution), `cancel` is Temporal cancellation (RequestCancelWorkflowExecution),
@@ -47,7 +49,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from connector.claim_store import ClaimIndex, read_claims
 from connector.config import NodeConfig, PeerConfig, TemporalConfig, load_config_or_exit
 from workflows import ids
-from workflows.messages import ChannelStatus
+from workflows.messages import ChannelStatus, CloseChannel
 
 NOT_STARTED = "NOT_STARTED"
 # M2M (the only settlement token so far) and ETH both have 18 decimals.
@@ -503,6 +505,60 @@ async def send_retry(client: Client, workflow_id: str, peer_id: str) -> list[str
     ]
 
 
+# Stages in which `close` acts: READY (and TOPPING_UP) start a close, a closing stage resumes
+# sends that stopped after reverting.
+CLOSABLE_STAGES = ("READY", "TOPPING_UP", "CLOSING", "SETTLE_WINDOW", "SETTLING")
+
+
+async def send_close(
+    client: Client, workflow_id: str, peer_id: str, cooperative: bool, wait: float
+) -> list[str]:
+    """Signal `close`; then follow the stage for up to `wait` seconds (until SETTLED)."""
+    handle, execution = await _running_handle(client, workflow_id, peer_id)
+    stage = execution.typed_search_attributes.get(ids.STAGE) or "unknown"
+    if stage not in CLOSABLE_STAGES:
+        raise CommandError(
+            f"channel workflow {workflow_id} is at stage {stage}: there is no READY channel "
+            "to close",
+            1,
+        )
+    how = "cooperative" if cooperative else "unilateral"
+    await handle.signal(
+        ids.SIGNAL_CLOSE, CloseChannel(cooperative=cooperative), rpc_timeout=RPC_TIMEOUT
+    )
+    lines = [f"sent close ({how}) to {workflow_id} (stage {stage})"]
+    if wait <= 0:
+        return [*lines, "follow it with: paychan channels"]
+    reached = await _follow_close(client, handle, wait)
+    if reached is None:
+        return [*lines, f"still closing after {wait:g}s; follow it with: paychan channels"]
+    lines.append(f"stage {reached.stage}" + (f": {reached.closing}" if reached.closing else ""))
+    if reached.settle_block is not None and reached.stage != "SETTLED":
+        lines.append(f"settles after block {reached.settle_block}")
+    if reached.payout is not None:
+        lines.append(
+            f"settled: we got {format_units(int(reached.payout.our_amount))}, the peer got "
+            f"{format_units(int(reached.payout.their_amount))}"
+        )
+    return lines
+
+
+async def _follow_close(
+    client: Client, handle: WorkflowHandle, wait: float
+) -> ChannelStatus | None:
+    """The final status once the run ends (SETTLED), else the last status seen at `wait`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    last = None
+    while loop.time() < deadline:
+        execution = await _describe(client, handle.id)
+        if execution is not None and execution.status is not WorkflowExecutionStatus.RUNNING:
+            return await handle.result(result_type=ChannelStatus, rpc_timeout=RPC_TIMEOUT)
+        last = await _query_status(handle, 3.0) or last
+        await asyncio.sleep(0.2)
+    return last
+
+
 async def request_cancel(
     client: Client, workflow_id: str, peer_id: str, node_id: str, wait: float
 ) -> list[str]:
@@ -596,6 +652,25 @@ def retry_command(args: argparse.Namespace) -> int:
         return 0
 
     return _run("retry", body)
+
+
+def close_command(args: argparse.Namespace) -> int:
+    def body() -> int:
+        config = load_config_or_exit(args.config, need_private_key=False)
+        peer = _config_peer(config, args.peer)
+        workflow_id = peer_workflow_id(config.node_id, peer)
+        lines = asyncio.run(
+            _with_temporal(
+                config.temporal,
+                lambda client: send_close(
+                    client, workflow_id, peer.id, args.cooperative, args.wait
+                ),
+            )
+        )
+        print("\n".join(lines))
+        return 0
+
+    return _run("close", body)
 
 
 def cancel_command(args: argparse.Namespace) -> int:
