@@ -553,7 +553,8 @@ async def _follow_close(
     while loop.time() < deadline:
         execution = await _describe(client, handle.id)
         if execution is not None and execution.status is not WorkflowExecutionStatus.RUNNING:
-            return await handle.result(result_type=ChannelStatus, rpc_timeout=RPC_TIMEOUT)
+            finished = client.get_workflow_handle(handle.id, result_type=ChannelStatus)
+            return await finished.result(rpc_timeout=RPC_TIMEOUT)
         last = await _query_status(handle, 3.0) or last
         await asyncio.sleep(0.2)
     return last
