@@ -205,9 +205,14 @@ class SettlementConfig(_Section):
     initial_deposit_multiplier: int = Field(default=10, ge=1)
     """Deposit target of a channel: this times the peer's settlement threshold."""
     min_deposit_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
-    """Top up when our deposit falls below this fraction of the target."""
+    """Top up when our deposit not yet paid out by our claims falls below this fraction of
+    the target."""
     settle_timeout: int = Field(default=500, gt=0)
     """Blocks between closing a channel and settling it (bounded by the contract)."""
+    idle_close_seconds: float = Field(default=86_400.0, ge=0.0)
+    """Close a channel when no claim has moved on it for this long (0: never)."""
+    block_time_seconds: float = Field(default=2.0, gt=0.0)
+    """The chain's block time: turns the settle window (in blocks) into a timer."""
     rpc_url: str | None = None
     """EVM JSON-RPC endpoint (`http(s)://` or `ws(s)://`); required when enabled."""
     chain_id: int | None = Field(default=None, gt=0)

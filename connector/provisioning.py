@@ -39,7 +39,6 @@ STAGE_REFRESH_SECONDS = 3.0
 # The keeper reads each channel at least this often, and at least three times per settle
 # window, so a partner's close is answered with an update well before the window ends.
 KEEP_CHECK_MAX_SECONDS = 3600.0
-SECONDS_PER_BLOCK = 2.0
 
 
 def channel_params_from_config(
@@ -50,7 +49,7 @@ def channel_params_from_config(
     `minDepositThreshold` of the target remains."""
     settlement = config.settlement
     assert settlement is not None
-    window_seconds = settlement.settle_timeout * SECONDS_PER_BLOCK
+    window_seconds = settlement.settle_timeout * settlement.block_time_seconds
     params = {}
     for peer in config.peers:
         threshold = config.settlement_threshold_for(peer.id) or settlement.threshold
@@ -67,8 +66,9 @@ def channel_params_from_config(
             funds_recheck_seconds=funds_recheck_seconds,
             # Exact decimal arithmetic: wei amounts outgrow a float's 53 bits.
             top_up_below=int(Decimal(str(settlement.min_deposit_threshold)) * target),
+            idle_close_seconds=settlement.idle_close_seconds,
             keep_check_seconds=min(KEEP_CHECK_MAX_SECONDS, window_seconds / 3),
-            seconds_per_block=SECONDS_PER_BLOCK,
+            seconds_per_block=settlement.block_time_seconds,
         )
     return params
 
