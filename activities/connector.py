@@ -86,16 +86,19 @@ class ConnectorActivities:
     async def mark_channel_closing(self, closing: ChannelClosing) -> None:
         """Record that the peer's channel is closing (settlement stops using it) or settled.
         Safe to retry: it sets the view's stage; a view of a newer channel is left alone."""
-        if self._registry.mark_closing(closing.peer_id, closing.channel_id, closing.stage):
-            payout = closing.payout
+        if not self._registry.mark_closing(closing.peer_id, closing.channel_id, closing.stage):
+            return
+        payout = closing.payout
+        where = {"peerId": closing.peer_id, "channelId": closing.channel_id}
+        if payout is None:
+            log.info("CHANNEL_CLOSING", stage=closing.stage, **where)
+        else:
             log.info(
-                "CHANNEL_SETTLED" if payout is not None else "CHANNEL_CLOSING",
-                peerId=closing.peer_id,
-                channelId=closing.channel_id,
-                stage=closing.stage,
-                ourPayout=payout.our_amount if payout else None,
-                theirPayout=payout.their_amount if payout else None,
-                cooperative=payout.cooperative if payout else None,
+                "CHANNEL_SETTLED",
+                ourPayout=payout.our_amount,
+                theirPayout=payout.their_amount,
+                cooperative=payout.cooperative,
+                **where,
             )
 
     @activity.defn(name=ids.READ_CHANNEL_CLAIMS)
