@@ -1,6 +1,6 @@
 """Record the workflow histories that `test_replay.py` replays.
 
-    .venv/bin/python -m tests.workflows.record_histories
+    .venv/bin/python -m tests.workflows.record_histories [--only SCENARIO ...]
 
 Starts its own Temporal dev server and anvil (automine), runs each provisioning scenario
 with in-process workers, and writes every ChannelWorkflow and WalletSequencer history it
@@ -11,10 +11,12 @@ deliberate, patched workflow change only; the committed files are what replay gu
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import secrets
 import sys
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -29,8 +31,12 @@ from activities.deployment import deploy
 from activities.rpc import connect_rpc
 from activities.token_network import Deployment
 from connector.devstack import ANVIL_KEYS, run_anvil, run_temporal
+from tests.integration.keeper_node import SETTLE_TIMEOUT as KEEPER_SETTLE_TIMEOUT
+from tests.integration.keeper_node import TARGET as KEEPER_TARGET
+from tests.integration.keeper_node import KeeperNode, mine, until
 from tests.integration.provisioning_node import TARGET, Node
 from workflows import ids
+from workflows.messages import CloseChannel
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 
@@ -124,6 +130,42 @@ class Recorder:
         await self.save("failed_retry", "channel", node.handle("peer").id)
         await self.save_sequencer("failed_retry", node)
 
+    async def keeper_close(self) -> None:
+        """Channel keeping to the end: a top-up on the `top_up` signal, a unilateral close on
+        the `close` signal with the partner's claim, the settle window mined through, the
+        settle, and the run completing SETTLED."""
+        ours, partner = await self.account(), await self.account()
+        node = KeeperNode("keeper", ours, self.client)
+        with tempfile.TemporaryDirectory() as data_dir:
+            async with AsyncExitStack() as stack:
+                await node.start(
+                    stack,
+                    self.w3,
+                    self.deployment,
+                    {"peer": partner.address},
+                    Path(data_dir),
+                    top_up_below=KEEPER_TARGET // 2,
+                    keep_check_seconds=1.0,
+                    seconds_per_block=0.2,
+                    idle_close_seconds=0,
+                )
+                await node.provisioner.peer_connected("peer")
+                channel_id = (await node.wait_for_stage("peer", "READY")).channel_id
+                await node.pay("peer", channel_id, 6 * KEEPER_TARGET // 10)
+                signer = KeeperNode("partner", partner, self.client)
+                signer.domain = node.domain
+                await node.receive("peer", signer.sign(channel_id, 1, KEEPER_TARGET // 10))
+                await node.handle("peer").signal(ids.SIGNAL_TOP_UP)
+                await until(
+                    lambda: _deposit_at_least(self, channel_id, ours.address, KEEPER_TARGET + 1),
+                    what="top-up",
+                )
+                await node.handle("peer").signal(ids.SIGNAL_CLOSE, CloseChannel())
+                await node.wait_for_stage("peer", "SETTLE_WINDOW")
+                await mine(self.w3, KEEPER_SETTLE_TIMEOUT + 1)
+                await node.handle("peer").result()
+        await self.save("keeper_close", "channel", node.handle("peer").id)
+
     async def race(self) -> None:
         a = Node("race-a", await self.account(), self.client)
         b = Node("race-b", await self.account(), self.client)
@@ -140,11 +182,16 @@ class Recorder:
         await self.save_sequencer("race", a)
 
 
+async def _deposit_at_least(recorder: Recorder, channel_id: str, address: str, total: int) -> bool:
+    side = await tn.get_participant(recorder.w3, recorder.deployment, channel_id, address)
+    return side.deposit >= total
+
+
 def random_address() -> str:
     return Account.from_key(secrets.token_bytes(32)).address
 
 
-async def record() -> list[Path]:
+async def record(only: Sequence[str] = ()) -> list[Path]:
     HISTORIES.mkdir(exist_ok=True)
     with run_temporal(ui=False) as server, run_anvil() as chain:
         client = await Client.connect(server.target, data_converter=pydantic_data_converter)
@@ -157,16 +204,27 @@ async def record() -> list[Path]:
                 recorder.skipped,
                 recorder.failed_then_retry,
                 recorder.race,
+                recorder.keeper_close,
             ]
             for scenario in scenarios:
-                await scenario()
+                if not only or scenario.__name__ in only:
+                    await scenario()
             return recorder.written
         finally:
             await w3.provider.disconnect()
 
 
-def main() -> int:
-    for path in asyncio.run(record()):
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Record the histories test_replay.py replays.")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=(),
+        metavar="SCENARIO",
+        help="record only these (Recorder method names); the others stay as committed",
+    )
+    args = parser.parse_args(argv)
+    for path in asyncio.run(record(args.only)):
         print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     return 0
 

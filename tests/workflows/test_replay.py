@@ -2,7 +2,8 @@
 
 The histories under `histories/` were produced by real runs (`record_histories.py`): happy
 path with a reconnect, AWAITING_FUNDS with a timer round then `retry`, SKIPPED, FAILED then
-`retry`, and both ends racing. A workflow change that would break running workflows (a
+`retry`, both ends racing, and channel keeping to the end (top-up, close, settle window,
+settle, completed). A workflow change that would break running workflows (a
 command added, removed or reordered without `workflow.patched`) fails here.
 """
 
@@ -23,7 +24,14 @@ from workflows.sequencer import WalletSequencer
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 RECORDED = sorted(HISTORIES.glob("*.json"))
-SCENARIOS = {"happy_path", "awaiting_funds_retry", "skipped", "failed_retry", "race"}
+SCENARIOS = {
+    "happy_path",
+    "awaiting_funds_retry",
+    "skipped",
+    "failed_retry",
+    "race",
+    "keeper_close",
+}
 
 
 def load(path: Path) -> WorkflowHistory:
@@ -43,6 +51,12 @@ def test_every_scenario_and_both_workflows_are_recorded() -> None:
     assert "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED" in event_types(
         HISTORIES / "race--sequencer.json"
     )
+    # The keeper's patch marker, its timer, and a run that ends settled.
+    assert {
+        "EVENT_TYPE_MARKER_RECORDED",
+        "EVENT_TYPE_TIMER_FIRED",
+        "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED",
+    } <= event_types(HISTORIES / "keeper_close--channel.json")
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=lambda path: path.stem)
