@@ -7,6 +7,8 @@ implementation lazily so `paychan --help` stays fast and light.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -315,5 +317,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(args.run(args) or 0)
 
 
+def entry() -> None:
+    """The console script (and `python -m connector.cli`): run, flush, leave without finalizing.
+
+    A Temporal client's Rust threads outlive the command; finalizing the interpreter under them
+    aborts the process about one time in eight (SIGABRT, "PyGILState_Release: thread state ...
+    must be current when releasing", temporalio/sdk-python#300) after the command succeeded.
+    Every command closes what it opened before returning, so there is nothing left to finalize.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
