@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import ids
@@ -73,7 +73,7 @@ with workflow.unsafe.imports_passed_through():
         RequestCooperativeSettle,
         WaitForFunds,
     )
-    from workflows.provisioning.keeping import next_check_in
+    from workflows.provisioning.keeping import RETRY_AFTER_SECONDS, next_check_in
     from workflows.provisioning.state import (
         KEEPING_STAGES,
         KeepingRules,
@@ -106,6 +106,9 @@ class ChannelWorkflow:
         self._state = replace(state, rules=_keeping_rules(params))
         self._inbox: list[Change] = []
         self._notifications: list[workflow.ActivityHandle] = []
+        # The last channel read failed for good (a revert: bad config): read again only
+        # after RETRY_AFTER_SECONDS, not in a loop.
+        self._read_failed = False
 
     @workflow.signal(name=ids.SIGNAL_PEER_CONNECTED)
     def peer_connected(self) -> None:
@@ -198,7 +201,10 @@ class ChannelWorkflow:
             return None
         if not workflow.patched(PATCH_KEEPER):
             return None
-        return next_check_in(self._state, workflow.now().timestamp())
+        wait = next_check_in(self._state, workflow.now().timestamp())
+        if wait is not None and self._read_failed:
+            wait = max(wait, RETRY_AFTER_SECONDS)
+        return wait
 
     async def _execute(self, command: Command) -> None:
         match command:
@@ -282,8 +288,12 @@ class ChannelWorkflow:
                 ),
             )
         except ActivityError as err:
+            if not _is_final(err):
+                raise  # cancelled: the run is being cancelled
             workflow.logger.warning("CHANNEL_READ_FAILED %s: %s", channel_id, err.cause or err)
+            self._read_failed = True
             return None
+        self._read_failed = False
         return ChainChannelRead(now=workflow.now().timestamp(), chain=chain, claims=claims)
 
     async def _cooperative(self, terms: CooperativeTerms) -> Change:
@@ -320,6 +330,8 @@ class ChannelWorkflow:
                 retry_policy=COOPERATIVE_RETRY,
             )
         except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                raise  # the run is being cancelled, not the partner declining
             return ReceiveCooperativeRefusal(str(err.cause or err))
         if answer.their_signature is None:
             return ReceiveCooperativeRefusal(answer.refused or "no signature")
@@ -431,6 +443,12 @@ class ChannelWorkflow:
         for notification in self._notifications:
             await notification
         workflow.continue_as_new(replace(self._params, carried=self._state))
+
+
+def _is_final(err: ActivityError) -> bool:
+    """A failure the retry policy gave up on (non-retryable): not a cancellation."""
+    cause = err.cause
+    return isinstance(cause, ApplicationError) and cause.non_retryable
 
 
 def _keeping_rules(params: ChannelParams) -> KeepingRules:
