@@ -196,7 +196,7 @@ def _clock() -> datetime:
     return CLOCK_AT
 
 
-def _is_valid_auth(message: bytes) -> bool:
+def is_valid_auth(message: bytes) -> bool:
     """Independent oracle: does this first message authenticate as a configured peer?"""
     try:
         frame = btp.decode(message)
@@ -283,7 +283,7 @@ def btp_session_target(data: bytes) -> None:
         server.receive_message(first)
         events = server.events_received()
         frames = [btp.decode(frame) for frame in server.data_to_send()]
-        if _is_valid_auth(first):
+        if is_valid_auth(first):
             assert server.state is State.OPEN
             assert len(events) == 1 and isinstance(events[0], LinkOpened)
             assert [type(f) for f in frames] == [btp.Response]
@@ -320,7 +320,7 @@ def btp_session_target(data: bytes) -> None:
     else:
         client = BtpProtocol.client(PEER, PEER, PEER_TOKEN, clock=_clock, first_request_id=1)
         (auth,) = client.data_to_send()
-        assert _is_valid_auth(auth)
+        assert is_valid_auth(auth)
         for index, message in enumerate(messages):
             client.receive_message(message)
             events = client.events_received()
