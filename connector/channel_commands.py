@@ -105,6 +105,9 @@ class ChannelRow(_Document):
     deposit_target: Wei | None = None
     last_error: str | None = None
     shortfall: ShortfallRow | None = None
+    # Channel keeping: how it is being closed, and the block after which it settles.
+    closing: str | None = None
+    settle_block: int | None = None
     # The latest claims on the channel, from the node's ledger file (connector/claim_store.py);
     # amounts cumulative over the channel. None when no claim went that way (or no file here).
     sent_claim_nonce: Wei | None = None
@@ -202,6 +205,8 @@ def row_of(snapshot: WorkflowSnapshot, *, in_config: bool) -> ChannelRow:
             "their_deposit": int(status.their_deposit),
             "deposit_target": int(status.deposit_target),
             "last_error": status.last_error,
+            "closing": status.closing,
+            "settle_block": status.settle_block,
             "shortfall": ShortfallRow(
                 address=shortfall.address,
                 eth_missing=int(shortfall.eth_missing),
@@ -260,6 +265,9 @@ def row_notes(row: ChannelRow) -> list[str]:
         ]
         notes.append(f"fund {row.shortfall.address} with {' and '.join(missing) or 'nothing'}")
         notes.append(f"then: paychan retry {row.peer_id} (or wait for the timed re-check)")
+    if row.closing and row.is_running:
+        after = f"; settles after block {row.settle_block}" if row.settle_block else ""
+        notes.append(f"closing {row.closing}{after}")
     if row.last_error:
         notes.append(f"last error: {row.last_error}")
     if row.sent_claim_nonce is not None or row.received_claim_nonce is not None:

@@ -77,7 +77,11 @@ async def test_close_settles_a_ready_channel_and_refuses_without_one(
             f"sent close (unilateral) to {workflow_id} (stage READY)",
             "follow it with: paychan channels",
         ]
-        await node.wait_for_stage("b", "SETTLE_WINDOW")
+        window = await node.wait_for_stage("b", "SETTLE_WINDOW")
+        code, table, _ = await run_cli_async(capsys, "channels", *cfg)
+        assert code == 0
+        note = f"    closing unilateral (operator); settles after block {window.settle_block}"
+        assert note in table.splitlines()
 
         # Asked again with --wait: it follows the close to the end while the window passes.
         follow = asyncio.ensure_future(run_cli_async(capsys, "close", "b", "--wait", "30", *cfg))
