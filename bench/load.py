@@ -1,0 +1,391 @@
+"""Load: 10,000 concurrent packets across the 5-node example line, and 50 peers on one node.
+
+    .venv/bin/python bench/load.py                        # both parts, print the tables
+    .venv/bin/python bench/load.py --rounds 5 --write     # and update BENCHMARKS.md
+
+Every connector is a `paychan connector` process with settlement disabled, so its SQLite
+ledger must equal the packets fulfilled through it exactly (claims would move balances too;
+the chaos soak covers those). Each round is one burst of `--packets` Prepares sent at once
+(all in flight together), then the ledgers are read from their files and checked:
+
+- line: `examples/peer1..5.yaml` as they ship (fees 0), a load sender connected to peer1,
+  test payments to `g.peer5` (amounts 1..997); every link moved by exactly the amount the
+  sender saw fulfilled (`tests/chaos/packet_load.py`, `check_line_conservation`).
+- hub: one node (`hub`) with `--peers` BTP client peers connected in (lightweight clients in
+  this process, `connector.btp.client`); every client pays the next one through the hub,
+  all at once (`--packets` in total); the hub's balance of each client moved by exactly what
+  it got fulfilled minus what was fulfilled to it, and the hub's balances still sum to 0.
+
+Memory: VmRSS after each round and VmHWM (peak) of every connector process from
+/proc/<pid>/status; growth is RSS after the last round minus RSS after the first (the first
+round grows the process to its working size). Latency: each packet's round trip as the
+sender saw it, from a burst with every packet in flight at once (queueing included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import logging
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from hashlib import sha256
+from itertools import pairwise
+from pathlib import Path
+
+import structlog
+
+from connector.btp.client import BtpClient
+from connector.btp.errors import BtpRefused
+from connector.codec import ilp
+from connector.codec.btp import ProtocolData
+from connector.devstack import free_port
+from tests.chaos.packet_load import (
+    EXPIRY,
+    LINE,
+    SENDER,
+    SENDER_TOKEN,
+    Burst,
+    ConnectorProcess,
+    ExampleLine,
+    RefuseMessages,
+    amounts_for,
+    check_line_conservation,
+    check_quiescent,
+    connected_client,
+    send_test_payments,
+)
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+COMMAND = ".venv/bin/python bench/load.py"
+SECTION = "## Reliability — load"
+FULFILLMENT = bytes([9]) * 32
+CONDITION = sha256(FULFILLMENT).digest()
+HUB_CREDIT = 10**18
+
+
+@dataclass
+class Round:
+    burst: Burst
+    conserved: bool
+    rss_kib: dict[str, int]  # after the round, per connector
+
+
+@dataclass
+class Part:
+    name: str
+    packets: int
+    rounds: list[Round] = field(default_factory=list)
+    peak_kib: dict[str, int] = field(default_factory=dict)
+    startup_rss_kib: dict[str, int] = field(default_factory=dict)
+
+
+def memory(nodes: list[ConnectorProcess]) -> tuple[dict[str, int], dict[str, int]]:
+    rss, peak = {}, {}
+    for node in nodes:
+        rss[node.node_id], peak[node.node_id] = node.memory_kib()
+    return rss, peak
+
+
+# --- the line -----------------------------------------------------------------------------
+
+
+async def run_line(work: Path, packets: int, rounds: int, expiry: datetime.timedelta) -> Part:
+    part = Part("line" if expiry == EXPIRY else f"line, expiry {expiry.seconds} s", packets)
+    with ExampleLine.running(work) as line:
+        part.startup_rss_kib, _ = memory(line.nodes)
+        sender = BtpClient(line.entry_url, "peer1", SENDER, SENDER_TOKEN, RefuseMessages())
+        async with connected_client(sender):
+            for number in range(rounds):
+                before = line.balances()
+                burst = await send_test_payments(
+                    sender, "g.peer5", amounts_for(packets, seed=number), expiry
+                )
+                check_quiescent(line.nodes)
+                after = line.balances()
+                try:
+                    check_line_conservation(before, after, burst.fulfilled_amount)
+                    conserved = True
+                except AssertionError:
+                    print(f"line round {number + 1}: {link_imbalance(before, after)}")
+                    conserved = False
+                rss, part.peak_kib = memory(line.nodes)
+                part.rounds.append(Round(burst, conserved, rss))
+                print(render_round("line", number + 1, part.rounds[-1]), flush=True)
+    return part
+
+
+def link_imbalance(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> str:
+    """Per link, what the right node counts as owed minus what the left node counts as
+    owing (0 when both books agree)."""
+
+    def moved(node: str, peer: str) -> int:
+        return after[node].get(peer, 0) - before[node].get(peer, 0)
+
+    return ", ".join(
+        f"{left}→{right} {moved(right, left) + moved(left, right):+,}"
+        for left, right in pairwise(LINE)
+    )
+
+
+# --- the hub with many peers -----------------------------------------------------------------
+
+
+class Payee:
+    """A client peer of the hub: fulfils every Prepare carrying the benchmark condition."""
+
+    def __init__(self) -> None:
+        self._fulfill = ilp.encode(ilp.Fulfill(FULFILLMENT, b""))
+
+    async def handle_ilp(self, peer_id: str, packet: bytes) -> bytes:
+        if CONDITION in packet:
+            return self._fulfill
+        return ilp.encode(ilp.Reject(ilp.ErrorCode.F06_UNEXPECTED_PAYMENT, "", "", b""))
+
+    async def handle_message(
+        self, peer_id: str, protocol_data: tuple[ProtocolData, ...]
+    ) -> tuple[ProtocolData, ...]:
+        raise BtpRefused("F00", "not supported")
+
+
+def client_id(index: int) -> str:
+    return f"c{index:02d}"
+
+
+def hub_node(work: Path, peers: int) -> tuple[ConnectorProcess, int]:
+    """The hub's process (not started) and its BTP port."""
+    port, health = free_port(), free_port()
+    config = {
+        "nodeId": "hub",
+        "ilpAddress": "g.hub",
+        "btpServerPort": port,
+        "ledgerPath": str(work / "hub" / "ledger.sqlite3"),
+        "logFormat": "json",
+        "health": {"port": health},
+        "peers": [
+            {"id": client_id(i), "authToken": f"token-{client_id(i)}", "creditLimit": HUB_CREDIT}
+            for i in range(peers)
+        ],
+        "routes": [{"prefix": f"g.{client_id(i)}", "peer": client_id(i)} for i in range(peers)],
+    }
+    path = work / "hub.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    node = ConnectorProcess("hub", path, None, work / "hub" / "ledger.sqlite3", health)
+    return node, port
+
+
+async def hub_burst(clients: list[BtpClient], packets: int, seed: int) -> tuple[Burst, dict]:
+    """Every client pays the next one; (the burst, expected move of each hub balance)."""
+    peers = len(clients)
+    expires = datetime.datetime.now(datetime.UTC) + EXPIRY
+    burst = Burst(sent=packets)
+    moved = {client_id(i): 0 for i in range(peers)}
+    amounts = amounts_for(packets, seed=seed)
+
+    async def one(index: int, amount: int) -> None:
+        source, target = index % peers, (index + 1) % peers
+        link = clients[source].link
+        assert link is not None, f"{client_id(source)} is not connected"
+        prepare = ilp.Prepare(
+            amount, expires, CONDITION, f"g.{client_id(target)}.x", index.to_bytes(8, "big")
+        )
+        started = time.perf_counter()
+        reply = ilp.decode(await link.send_ilp(ilp.encode(prepare), EXPIRY.total_seconds() + 5))
+        burst.round_trips.append(time.perf_counter() - started)
+        if isinstance(reply, ilp.Fulfill):
+            burst.fulfilled += 1
+            burst.fulfilled_amount += amount
+            moved[client_id(source)] += amount  # the payer owes the hub
+            moved[client_id(target)] -= amount  # the hub owes the payee
+        else:
+            burst.rejects[str(reply.code)] += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(one(index, amount) for index, amount in enumerate(amounts)))
+    burst.seconds = time.perf_counter() - began
+    return burst, moved
+
+
+async def run_hub(work: Path, peers: int, packets: int, rounds: int) -> Part:
+    part = Part(f"hub ({peers} peers)", packets)
+    hub, port = hub_node(work, peers)
+    hub.start(work / "hub.log")
+    try:
+        hub.wait_ready()
+        part.startup_rss_kib, _ = memory([hub])
+        url = f"ws://127.0.0.1:{port}"
+        clients = [
+            BtpClient(url, "hub", client_id(i), f"token-{client_id(i)}", Payee())
+            for i in range(peers)
+        ]
+        for client in clients:
+            await client.start()
+        async with asyncio.timeout(60):
+            while any(client.link is None for client in clients):
+                await asyncio.sleep(0.05)
+        try:
+            for number in range(rounds):
+                before = hub.balances()
+                burst, moved = await hub_burst(clients, packets, number)
+                check_quiescent([hub])
+                after = hub.balances()
+                actual = {peer: after.get(peer, 0) - before.get(peer, 0) for peer in moved}
+                conserved = actual == moved and sum(after.values()) == 0
+                if not conserved:
+                    print(f"hub round {number + 1}: moved {actual}, expected {moved}")
+                rss, part.peak_kib = memory([hub])
+                part.rounds.append(Round(burst, conserved, rss))
+                print(render_round(part.name, number + 1, part.rounds[-1]), flush=True)
+        finally:
+            for client in clients:
+                await client.stop()
+    finally:
+        hub.stop()
+    return part
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def render_round(name: str, number: int, result: Round) -> str:
+    burst = result.burst
+    rejects = ", ".join(f"{code} {count}" for code, count in sorted(burst.rejects.items()))
+    rss = " ".join(f"{kib / 1024:.0f}" for kib in result.rss_kib.values())
+    return (
+        f"| {name} | {number} | {burst.sent:,} | {burst.fulfilled:,} | {rejects or '0'} | "
+        f"{'exact' if result.conserved else 'VIOLATED'} | {burst.seconds:.2f} | "
+        f"{burst.sent / burst.seconds:,.0f} | {burst.percentile(0.5) * 1e3:,.0f} | "
+        f"{burst.percentile(0.99) * 1e3:,.0f} | {rss} |"
+    )
+
+
+ROUND_HEADER = (
+    "| part | round | packets at once | fulfilled | rejected | conservation | burst s "
+    "| packets/s | p50 ms | p99 ms | RSS MiB after the round |\n"
+    "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"
+)
+
+
+def memory_rows(parts: list[Part]) -> str:
+    lines = [
+        "| part | connector | RSS at start MiB | RSS after round 1 MiB | RSS after last round "
+        "MiB | growth round 1 → last MiB | peak (VmHWM) MiB |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for part in parts:
+        first, last = part.rounds[0].rss_kib, part.rounds[-1].rss_kib
+        for node, peak in part.peak_kib.items():
+            lines.append(
+                f"| {part.name} | {node} | {part.startup_rss_kib[node] / 1024:.0f} | "
+                f"{first[node] / 1024:.0f} | {last[node] / 1024:.0f} | "
+                f"{(last[node] - first[node]) / 1024:+.1f} | {peak / 1024:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def section(parts: list[Part], command: str, load: str) -> str:
+    today = datetime.date.today().isoformat()
+    rows = "\n".join(
+        render_round(part.name, number, result)
+        for part in parts
+        for number, result in enumerate(part.rounds, start=1)
+    )
+    return (
+        f"{SECTION}\n\n"
+        "Bursts of concurrent packets (all in flight at once) through `paychan connector`\n"
+        "processes with settlement disabled, the SQLite ledgers read back after every burst\n"
+        "(`bench/load.py` docstring). line: the 5 nodes of `examples/` (peer1 → peer5, 4\n"
+        "hops, fees 0), test payments from a sender on peer1 to `g.peer5`. hub: one node with\n"
+        "50 BTP client peers connected in, each paying the next through the hub.\n"
+        "Conservation: every ledger moved by exactly the fulfilled amounts per hop (line: each\n"
+        "link -F / +F and the sender +F; hub: each client +paid -received, sum 0).\n"
+        "p50/p99: each packet's round trip in a burst of all of them at once (queueing\n"
+        "included; per-hop latency at 1 in flight is in “Packet path”).\n\n"
+        f"Command: `{command}` · machine `2-core` · {today} · Python "
+        f"{sys.version.split()[0]} · load average before the run {load}\n\n"
+        f"{ROUND_HEADER}\n{rows}\n\n{memory_rows(parts)}\n\n" + READING
+    )
+
+
+READING = """\
+Reading: with the default expiry every burst was answered in full and every ledger moved by
+exactly the fulfilled amounts, on every link and at the hub; no credit stayed held and each
+node's memory equalled its ledger file after every burst (`check_quiescent`). RSS rises
+during the first burst (10,000 packets in flight: tasks, futures, frames) and then stays
+flat from round to round: no unbounded growth. p50/p99 are queueing: all 10,000 packets
+wait behind each other at the first hop, so a burst takes packets ÷ throughput.
+
+Under overload with a tight expiry (`--expiry 10`: packets still queue for seconds at peer1)
+conservation breaks, by ILP's rules rather than by a lost update: a node passes a Fulfill
+upstream before its incoming expiry, but the upstream node's event loop, seconds behind,
+runs its R00 timer before it reads that Fulfill off the socket, rejects upstream and never
+records the debt; the downstream node has already counted it as owed ("link imbalance",
+printed per round). Inside every node the books still balance (what it is owed upstream moved
+exactly as what it owes downstream), and the sender's account at peer1 always equals what it
+saw fulfilled: the disagreement is only between neighbours. Keeping a connector's answer time inside the 1 s message window under such bursts needs
+load shedding (a cap on packets in flight per peer, T03 beyond it), which paychan does not
+have yet.
+"""
+
+
+def write_section(text: str, path: Path = BENCHMARKS) -> None:
+    current = path.read_text()
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(current):
+        updated = pattern.sub(lambda _: text + "\n", current, count=1)
+    else:
+        updated = current.rstrip("\n") + "\n\n" + text
+    path.write_text(updated.rstrip("\n") + "\n")
+
+
+async def measure(args: argparse.Namespace) -> list[Part]:
+    work = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    print(ROUND_HEADER)
+    parts = []
+    if args.part in ("line", "both"):
+        for seconds in args.expiry:
+            directory = work / f"line-{seconds}"
+            directory.mkdir()
+            expiry = datetime.timedelta(seconds=seconds)
+            parts.append(await run_line(directory, args.packets, args.rounds, expiry))
+    if args.part in ("hub", "both"):
+        (work / "hub-node").mkdir()
+        parts.append(await run_hub(work / "hub-node", args.peers, args.packets, args.rounds))
+    return parts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("line", "hub", "both"), default="both")
+    parser.add_argument("--packets", type=int, default=10_000, help="per burst, all at once")
+    parser.add_argument("--rounds", type=int, default=3, help="bursts per part")
+    parser.add_argument("--peers", type=int, default=50, help="client peers of the hub")
+    parser.add_argument(
+        "--expiry",
+        type=int,
+        nargs="+",
+        default=[int(EXPIRY.total_seconds())],
+        help="line packets' expiry in s, one line run each (a node holds at most 30 s)",
+    )
+    parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    parts = asyncio.run(measure(args))
+    print(memory_rows(parts))
+    violated = sum(not r.conserved for part in parts for r in part.rounds)
+    print(f"conservation violations: {violated}")
+    if args.write:
+        command = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
+        write_section(section(parts, command, load))
+        print(f"updated {BENCHMARKS}")
+    return 1 if violated else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
