@@ -143,6 +143,14 @@ class ChannelProvisioner:
 
     async def peer_connected(self, peer_id: str) -> None:
         """Signal-with-start: one run per id, attached to if running, never a second one."""
+        await self._signal_with_start(peer_id, ids.SIGNAL_PEER_CONNECTED)
+
+    async def retry(self, peer_id: str) -> None:
+        """Ask the peer's workflow to try again now; starts a new run when the last one has
+        ended (a settled channel), so settlement can always ask for a channel."""
+        await self._signal_with_start(peer_id, ids.SIGNAL_RETRY)
+
+    async def _signal_with_start(self, peer_id: str, signal: str) -> None:
         params = self._params.get(peer_id)
         if params is None:
             return
@@ -154,7 +162,7 @@ class ChannelProvisioner:
             task_queue=ids.provisioning_task_queue(params.node_id),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             task_timeout=WORKFLOW_TASK_TIMEOUT,
-            start_signal=ids.SIGNAL_PEER_CONNECTED,
+            start_signal=signal,
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(ids.NODE_ID, params.node_id),
@@ -166,7 +174,9 @@ class ChannelProvisioner:
             static_summary=f"{params.token} channel {params.node_id} ↔ {params.peer_id}",
         )
         self._registry.record_stage(peer_id, params.token, Stage.CHECKING_CONFIG)
-        log.info("CHANNEL_PROVISIONING_SIGNALLED", peerId=peer_id, workflowId=workflow_id)
+        log.info(
+            "CHANNEL_PROVISIONING_SIGNALLED", peerId=peer_id, workflowId=workflow_id, signal=signal
+        )
 
     async def rebuild(self, node_id: str) -> int:
         """Load every running channel workflow of this node into the registry."""

@@ -97,7 +97,7 @@ def _chain_context_of(provisioning: ProvisioningRuntime) -> Callable[[], Awaitab
 def _chain_of(provisioning: ProvisioningRuntime) -> Callable[[], Awaitable[SettlementChain]]:
     async def connected() -> SettlementChain:
         await provisioning.wait_connected()
-        return settlement_chain(provisioning.chain, provisioning.client, provisioning.config)
+        return settlement_chain(provisioning.chain, provisioning.retry)
 
     return connected
 

@@ -102,6 +102,12 @@ class ProvisioningRuntime:
         assert self._chain is not None, "provisioning not connected"
         return self._chain
 
+    async def retry(self, peer_id: str) -> None:
+        """Signal-with-start `retry` to the peer's workflow (see ChannelProvisioner.retry)."""
+        await self._connected.wait()
+        assert self._provisioner is not None
+        await self._provisioner.retry(peer_id)
+
     async def wait_connected(self) -> None:
         """Until Temporal and the chain are connected (`client` and `chain` usable)."""
         await self._connected.wait()

@@ -34,7 +34,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
-from temporalio.client import Client
 from temporalio.service import RPCError
 from web3.exceptions import Web3Exception
 
@@ -60,10 +59,8 @@ from connector.claims import (
     is_replay,
 )
 from connector.codec.btp import ContentType, ProtocolData
-from connector.config import NodeConfig
 from connector.node import ConnectorNode, PeerLinkEvent
 from worker.run import ChainContext
-from workflows import ids
 from workflows.provisioning.state import CLOSING_STAGES, Stage
 
 log = structlog.get_logger(__name__)
@@ -98,12 +95,9 @@ class SettlementChain:
     signal_retry: Callable[[str], Awaitable[None]]
 
 
-def settlement_chain(context: ChainContext, client: Client, config: NodeConfig) -> SettlementChain:
-    async def signal_retry(peer_id: str) -> None:
-        token = config.peer(peer_id).preferred_tokens[0]
-        handle = client.get_workflow_handle(ids.channel_workflow_id(config.node_id, peer_id, token))
-        await handle.signal(ids.SIGNAL_RETRY)
-
+def settlement_chain(
+    context: ChainContext, signal_retry: Callable[[str], Awaitable[None]]
+) -> SettlementChain:
     deployment = context.deployment
     return SettlementChain(
         domain=ClaimDomain(deployment.chain_id, deployment.token_network),

@@ -43,3 +43,25 @@ async def test_both_ends_race_one_channel_each_deposits_its_target(
     for account in (a.account, b.account):
         side = await tn.get_participant(anvil_w3, deployment, onchain, account.address)
         assert side.deposit == TARGET
+
+
+async def test_retry_after_the_workflow_ended_starts_a_new_run_that_adopts_the_channel(
+    temporal_client: Client, anvil_w3: AsyncWeb3, deployment: Deployment, new_account
+) -> None:
+    """Settlement asks for a channel with `retry`; when the peer's last run has ended (a
+    settled channel, or terminated by an operator) that must start a new run, not fail."""
+    suffix = uuid.uuid4().hex[:8]
+    a = Node(f"a-{suffix}", await new_account(), temporal_client)
+    peer = await new_account()
+    async with AsyncExitStack() as stack:
+        await a.start(stack, anvil_w3, deployment, {"p": peer.address})
+        await a.provisioner.peer_connected("p")
+        first = await a.wait_for_stage("p", "READY")
+        ended_run = (await a.handle("p").describe()).run_id
+        await a.handle("p").terminate(reason="test: the run has ended")
+        await a.provisioner.retry("p")
+        second = await a.wait_for_stage("p", "READY")
+        new_run = (await a.handle("p").describe()).run_id
+    assert new_run != ended_run
+    assert second.channel_id == first.channel_id
+    assert await tn.get_pair_counter(anvil_w3, deployment, a.account.address, peer.address) == 1
