@@ -134,7 +134,7 @@ def summary(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def section(runs: list[Run], command: str, peers: int, workers: int) -> str:
+def section(runs: list[Run], command: str, peers: int, workers: int, load: str) -> str:
     today = datetime.date.today().isoformat()
     rows = "\n".join(render_row(run) for run in runs)
     return (
@@ -149,7 +149,8 @@ def section(runs: list[Run], command: str, peers: int, workers: int) -> str:
         "holds (`tests/chaos/test_many_workers.py`): all READY, pair counter 1 and deposit at\n"
         "target for every pair, nonces contiguous (latest == pending, every nonce a mined,\n"
         "successful tx provisioning asked for).\n\n"
-        f"Command: `{command}` · machine `2-core` · {today}\n\n{HEADER}\n{rows}\n\n"
+        f"Command: `{command}` · machine `2-core` · {today} · load average before the run "
+        f"{load}\n\n{HEADER}\n{rows}\n\n"
         f"{summary(runs)}\n\n" + READING
     )
 
@@ -158,11 +159,16 @@ READING = """\
 Reading: no duplicate and no gap in any run — the sequencer's nonces are assigned in its
 history, a retried submission from the killed worker's peers is answered from the
 sequencer's memory of its request id, and the killed worker's signed-but-unsent batch (or
-sent-but-unconfirmed one) is re-broadcast byte for byte by a survivor. The kill costs time,
-not correctness: the dead worker's activities are noticed by their 3 s heartbeat timeout and
-its sticky workflow state by the 1 s sticky schedule-to-start timeout, then retried by the
-survivors. Every peer asks for its own unlimited approve while no read has seen the
-allowance yet (the approve column): wasted gas, not a duplicate channel.
+sent-but-unconfirmed one) is re-broadcast byte for byte by a survivor; no nonce was ever
+refused, so no gap filler was sent. The kill costs 3 to 4 s, not correctness: the dead
+worker's activities are retried after their 3 s heartbeat timeout, its sticky workflows
+move after 1 s, and a workflow task it died holding is handed on after the 3 s workflow
+task timeout. Fixed on the way: that last timeout was Temporal's default 10 s, so a peer
+whose workflow task died with the worker waited 10 s (all READY 12.6 to 13.4 s after a
+`first-ready` kill, against 7 to 9 s now); channel workflows and wallet sequencers now start
+with `WORKFLOW_TASK_TIMEOUT` (`workflows/policies.py`, inherited across continue-as-new),
+checked by the test. Every peer asks for its own unlimited approve while no read has seen
+the allowance yet (the approve column): wasted gas, not a duplicate channel.
 """
 
 
@@ -184,12 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     print(HEADER)
     runs = asyncio.run(measure(args.rounds, args.peers, args.workers))
     print(summary(runs))
     if args.write:
         command = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
-        write_section(section(runs, command, args.peers, args.workers))
+        write_section(section(runs, command, args.peers, args.workers, load))
         print(f"updated {BENCHMARKS}")
     return 0
 
