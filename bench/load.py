@@ -17,8 +17,8 @@ the chaos soak covers those). Each round is one burst of `--packets` Prepares se
   it got fulfilled minus what was fulfilled to it, and the hub's balances still sum to 0.
 
 Memory: VmRSS after each round and VmHWM (peak) of every connector process from
-/proc/<pid>/status; growth is RSS after the last round minus RSS after the first (the first
-round grows the process to its working size). Latency: each packet's round trip as the
+/proc/<pid>/status; the first rounds grow a process to its working size, growth after that
+shows as a rising min / max over the later rounds. Latency: each packet's round trip as the
 sender saw it, from a burst with every packet in flight at once (queueing included).
 """
 
@@ -83,6 +83,7 @@ class Part:
     rounds: list[Round] = field(default_factory=list)
     peak_kib: dict[str, int] = field(default_factory=dict)
     startup_rss_kib: dict[str, int] = field(default_factory=dict)
+    tight_expiry: datetime.timedelta | None = None  # a line run with a non-default expiry
 
 
 def memory(nodes: list[ConnectorProcess]) -> tuple[dict[str, int], dict[str, int]]:
@@ -96,7 +97,10 @@ def memory(nodes: list[ConnectorProcess]) -> tuple[dict[str, int], dict[str, int
 
 
 async def run_line(work: Path, packets: int, rounds: int, expiry: datetime.timedelta) -> Part:
-    part = Part("line" if expiry == EXPIRY else f"line, expiry {expiry.seconds} s", packets)
+    if expiry == EXPIRY:
+        part = Part("line", packets)
+    else:
+        part = Part(f"line, expiry {expiry.seconds} s", packets, tight_expiry=expiry)
     with ExampleLine.running(work) as line:
         part.startup_rss_kib, _ = memory(line.nodes)
         sender = BtpClient(line.entry_url, "peer1", SENDER, SENDER_TOKEN, RefuseMessages())
@@ -116,7 +120,7 @@ async def run_line(work: Path, packets: int, rounds: int, expiry: datetime.timed
                     conserved = False
                 rss, part.peak_kib = memory(line.nodes)
                 part.rounds.append(Round(burst, conserved, rss))
-                print(render_round("line", number + 1, part.rounds[-1]), flush=True)
+                print(render_round(part.name, number + 1, part.rounds[-1]), flush=True)
     return part
 
 
@@ -272,18 +276,21 @@ ROUND_HEADER = (
 
 
 def memory_rows(parts: list[Part]) -> str:
+    """Per connector: RSS at start, after round 1, its range over the later rounds (flat:
+    no growth), after the last round, and the peak."""
     lines = [
-        "| part | connector | RSS at start MiB | RSS after round 1 MiB | RSS after last round "
-        "MiB | growth round 1 → last MiB | peak (VmHWM) MiB |",
+        "| part | connector | RSS at start MiB | after round 1 MiB | rounds 2..last min / max "
+        "MiB | after last round MiB | peak (VmHWM) MiB |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for part in parts:
-        first, last = part.rounds[0].rss_kib, part.rounds[-1].rss_kib
         for node, peak in part.peak_kib.items():
+            later = [result.rss_kib[node] / 1024 for result in part.rounds[1:]] or [0.0]
             lines.append(
                 f"| {part.name} | {node} | {part.startup_rss_kib[node] / 1024:.0f} | "
-                f"{first[node] / 1024:.0f} | {last[node] / 1024:.0f} | "
-                f"{(last[node] - first[node]) / 1024:+.1f} | {peak / 1024:.0f} |"
+                f"{part.rounds[0].rss_kib[node] / 1024:.0f} | "
+                f"{min(later):.0f} / {max(later):.0f} | "
+                f"{part.rounds[-1].rss_kib[node] / 1024:.0f} | {peak / 1024:.0f} |"
             )
     return "\n".join(lines)
 
@@ -313,23 +320,30 @@ def section(parts: list[Part], command: str, load: str) -> str:
 
 
 READING = """\
-Reading: with the default expiry every burst was answered in full and every ledger moved by
+Reading: at the default expiry every burst was answered in full and every ledger moved by
 exactly the fulfilled amounts, on every link and at the hub; no credit stayed held and each
 node's memory equalled its ledger file after every burst (`check_quiescent`). RSS rises
 during the first burst (10,000 packets in flight: tasks, futures, frames) and then stays
-flat from round to round: no unbounded growth. p50/p99 are queueing: all 10,000 packets
-wait behind each other at the first hop, so a burst takes packets ÷ throughput.
+flat from round to round: no unbounded growth (also `--part hub --rounds 25`, 250,000
+packets: 171 MiB after round 1, between 172 and 178 MiB over rounds 2 to 25, 175 after the
+last). Peak RSS per connector: 106 to 174 MiB, the most at the first hop, which holds all
+10,000 at once. p50/p99 (line ~4.0 / ~4.3 s, hub ~2.0 / ~2.2 s) are queueing: all 10,000
+packets wait behind each other at the first hop, so a burst takes packets ÷ throughput, and
+machine load moves them (other test suites shared the 2 cores).
 
-Under overload with a tight expiry (`--expiry 10`: packets still queue for seconds at peer1)
-conservation breaks, by ILP's rules rather than by a lost update: a node passes a Fulfill
-upstream before its incoming expiry, but the upstream node's event loop, seconds behind,
-runs its R00 timer before it reads that Fulfill off the socket, rejects upstream and never
-records the debt; the downstream node has already counted it as owed ("link imbalance",
-printed per round). Inside every node the books still balance (what it is owed upstream moved
-exactly as what it owes downstream), and the sender's account at peer1 always equals what it
-saw fulfilled: the disagreement is only between neighbours. Keeping a connector's answer time inside the 1 s message window under such bursts needs
-load shedding (a cap on packets in flight per peer, T03 beyond it), which paychan does not
-have yet.
+Under overload with a tight expiry conservation between neighbours can break, by ILP's rules
+rather than by a lost update. Seen with `--part line --expiry 10 --rounds 3` at load average
+~10: round 1 fulfilled 1,088 of 10,000 (R00 4,303, R02 4,609); peer2 counted 898,947 owed by
+peer1 while peer1 counted 544,336 owing, peer3 counted 1,669,424 owed by peer2. A node passes
+a Fulfill upstream before its incoming expiry (instrumented: no Fulfill left any node late),
+but the upstream node's event loop, seconds behind, runs its R00 timer before it reads that
+Fulfill off the socket, rejects upstream and never records the debt, while the downstream
+node has already counted it. Inside every node the books still balance (what it is owed
+upstream moved exactly as what it owes downstream), and the sender's account at peer1
+always equals what it saw fulfilled: the disagreement is only between neighbours, and only
+when answers take longer than the 1 s message window. Preventing it needs load shedding (a
+cap on packets in flight per peer, T03 beyond it), which paychan does not have yet; with
+less load the same command conserves exactly (R02 only).
 """
 
 
@@ -378,8 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     parts = asyncio.run(measure(args))
     print(memory_rows(parts))
-    violated = sum(not r.conserved for part in parts for r in part.rounds)
-    print(f"conservation violations: {violated}")
+    # A tight --expiry is run to show overload; only the default expiry must conserve.
+    violated = sum(
+        not r.conserved for part in parts if part.tight_expiry is None for r in part.rounds
+    )
+    print(f"conservation violations at the default expiry: {violated}")
     if args.write:
         command = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
         write_section(section(parts, command, load))
