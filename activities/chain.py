@@ -59,6 +59,9 @@ RECEIPT_POLL_SECONDS = 0.1
 _ALREADY_HAVE = ("already known", "known transaction", "already imported", "nonce too low")
 # A tx whose nonce the chain has used for something else for this long was replaced.
 DROPPED_AFTER_SECONDS = 30.0
+# A tx neither mined nor known to the node is sent again (same bytes) this often: an RPC node
+# that restarted has lost its mempool, and nobody else will broadcast the tx.
+REBROADCAST_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -266,14 +269,16 @@ class ChainActivities:
     async def wait_for_receipts(self, request: WaitForReceiptsInput) -> ChainSendsMined:
         """Poll until every tx has a receipt; report the reverted ones by name.
 
-        Read-only (the txs were broadcast before this runs), so safe to retry. A tx whose
-        nonce was used by another tx (replaced or dropped) is reported as reverted, and the
-        workflow re-reads the chain instead of waiting forever.
+        Safe to retry: it sends nothing new. A tx the node no longer knows (neither mined nor
+        in its mempool: the node restarted) is broadcast again from its recorded bytes. A tx
+        whose nonce was used by another tx (replaced or dropped) is reported as reverted, and
+        the workflow re-reads the chain instead of waiting forever.
         """
         pending = {tx.tx_hash: tx for tx in request.txs}
         receipts = {}
         nonce_used_since: dict[str, float] = {}
         loop = asyncio.get_running_loop()
+        look_again_at = {tx_hash: loop.time() + REBROADCAST_SECONDS for tx_hash in pending}
         while pending:
             for tx_hash, tx in list(pending.items()):
                 try:
@@ -285,6 +290,13 @@ class ChainActivities:
                         if loop.time() - first_seen > DROPPED_AFTER_SECONDS:
                             receipts[tx_hash] = None
                             del pending[tx_hash]
+                    elif loop.time() >= look_again_at[tx_hash]:
+                        look_again_at[tx_hash] = loop.time() + REBROADCAST_SECONDS
+                        if not await self._is_known(tx_hash):
+                            error = await self._send_raw(tx)
+                            log.warning(
+                                "TX_REBROADCAST", txHash=tx_hash, nonce=tx.nonce, error=error
+                            )
             activity.heartbeat(len(receipts))
             if pending:
                 await asyncio.sleep(RECEIPT_POLL_SECONDS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import pytest
@@ -36,3 +37,24 @@ async def test_revert_reason_is_that_of_the_sent_tx_not_a_rebuild_under_the_curr
     assert [outcome.error for outcome in outcomes] == [None]
     mined = await env.run(corrected.wait_for_receipts, WaitForReceiptsInput(tuple(signed)))
     assert mined.reverted == ("open_channel: InvalidSettleTimeout",)
+
+
+async def test_a_transaction_the_node_lost_is_broadcast_again_while_its_receipt_is_awaited(
+    anvil_w3: AsyncWeb3, deployment: Deployment, new_account
+) -> None:
+    # Broadcast, then the RPC node restarted with an empty mempool: nothing of the tx is left
+    # but its signed bytes in the sequencer's history (here: signed and never sent). Waiting
+    # for its receipt sends those bytes again, instead of waiting for a tx that never comes.
+    account = await new_account(m2m=0)
+    chain = ChainActivities(anvil_w3, account, deployment, settle_timeout=40)
+    env = ActivityEnvironment()
+    nonce = await anvil_w3.eth.get_transaction_count(account.address, "pending")
+    signed = await env.run(chain.sign_transactions, SignInput((TxIntent(SendKind.APPROVE),), nonce))
+    async with asyncio.timeout(20):
+        mined = await env.run(chain.wait_for_receipts, WaitForReceiptsInput(tuple(signed)))
+    assert mined.reverted == ()
+    receipt = await anvil_w3.eth.get_transaction_receipt(signed[0].tx_hash)
+    assert (receipt["status"], await anvil_w3.eth.get_transaction_count(account.address)) == (
+        1,
+        nonce + 1,
+    )
