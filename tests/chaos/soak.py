@@ -1,0 +1,633 @@
+"""The chaos soak: rounds of one SIGKILL each, while peers come and go, channels provision and
+settle and test payments flow; the invariants of `tests/chaos/soak_invariants.py` after
+every round. `bench/chaos.py` runs it for many rounds and records the figures;
+`tests/chaos/test_chaos_short.py` runs a few rounds in `make test`.
+
+A round (seeded: the same `--seed` makes the same choices):
+
+1. churn: the next extra peer that never connected connects (its channel is provisioned
+   during the round), and one random extra peer connects or disconnects;
+2. traffic: `lanes` loops of test payments through the admin API of a random node to a random
+   node or extra peer, for `traffic_seconds`;
+3. the fault, after a random delay: SIGKILL one of a hub worker, a connector, the Temporal
+   dev server, anvil (`tests/chaos/soak_stack.py`: anvil keeps its mined chain, loses its
+   mempool), and after a random downtime start it again in place (same ports, files);
+4. recovery: from the restart, until every process answers and every connected peer is
+   READY at both ends (extra peers that want a link have one) — the round's recovery time;
+   not within `recovery_bound`: each peer still waiting is a violation;
+5. once every payment is answered: the chain, every node's balances (admin API) and claim
+   store (its ledger file, read in one transaction), the extra peers' accepted claims and
+   the soak's record of payments go through the invariant checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from itertools import pairwise
+from pathlib import Path
+
+import aiohttp
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+
+from activities import token_network as tn
+from tests.chaos.crash_link import CHANNEL_OPENED
+from tests.chaos.soak_invariants import (
+    ClaimRow,
+    LedgerSnapshot,
+    PairOnChain,
+    Payment,
+    PeerState,
+    Violation,
+    check_channels,
+    check_claims,
+    check_ledger,
+    not_ready,
+)
+from tests.chaos.soak_stack import HUB, LINKS, NODES, TARGET, SoakStack
+from workflows import ids
+
+TOKEN = "M2M"
+_RUNNING_CHANNELS = f'WorkflowType = "{ids.CHANNEL_WORKFLOW}" AND ExecutionStatus = "Running"'
+
+
+class Fault(StrEnum):
+    WORKER = "worker"
+    CONNECTOR = "connector"
+    TEMPORAL = "temporal"
+    ANVIL = "anvil"
+
+
+@dataclass(frozen=True)
+class SoakTiming:
+    traffic_seconds: float = 6.0
+    lanes: int = 3
+    # Pause of each lane between two payments.
+    payment_gap: float = 0.15
+    amounts: tuple[int, int] = (50_000, 250_000)
+    kill_after: tuple[float, float] = (0.5, 2.5)
+    downtime: tuple[float, float] = (0.3, 2.0)
+    recovery_bound: float = 90.0
+    initial_ready_bound: float = 180.0
+    initially_connected: int = 4
+
+
+@dataclass
+class SentPayment:
+    source: str
+    destination: str
+    amount: int
+    hops: tuple[tuple[str, str], ...]
+    started: float
+    ended: float | None = None
+    outcome: str = "pending"  # fulfilled | rejected | unknown
+    code: str | None = None  # the Reject's ILP error code
+
+    @property
+    def nodes(self) -> set[str]:
+        return {end for hop in self.hops for end in hop}
+
+
+@dataclass
+class RoundReport:
+    number: int
+    fault: Fault
+    victim: str
+    downtime: float
+    # From starting the victim again (its own start-up included) until every process
+    # answers and every connected peer is READY; None: not within the bound.
+    recovery_seconds: float | None
+    payments: int
+    fulfilled: int
+    churn: list[str]
+    violations: list[Violation]
+    seconds: float
+
+
+@dataclass
+class SoakReport:
+    seed: int
+    setup_seconds: float
+    initial_ready_seconds: float
+    rounds: list[RoundReport] = field(default_factory=list)
+    # Filled by the last check.
+    claims_accepted: int = 0
+    topped_up_deposits: int = 0
+    channels: int = 0
+    uncertain_payments: int = 0
+    link_ends_explained: int = 0
+
+    @property
+    def faults(self) -> Counter[str]:
+        return Counter(str(report.fault) for report in self.rounds)
+
+    @property
+    def violations(self) -> list[Violation]:
+        return [v for report in self.rounds for v in report.violations]
+
+    @property
+    def worst_recovery(self) -> float | None:
+        """Worst recovery time; None when some round did not recover within its bound."""
+        times = [report.recovery_seconds for report in self.rounds]
+        if not times or any(t is None for t in times):
+            return None
+        return max(times)
+
+    def worst_recovery_by_fault(self) -> dict[str, float | None]:
+        worst: dict[str, float | None] = {}
+        for report in self.rounds:
+            key, seconds = str(report.fault), report.recovery_seconds
+            if seconds is None or worst.get(key, 0.0) is None:
+                worst[key] = None
+            else:
+                worst[key] = max(worst.get(key) or 0.0, seconds)
+        return worst
+
+    @property
+    def payments(self) -> int:
+        return sum(report.payments for report in self.rounds)
+
+    @property
+    def fulfilled(self) -> int:
+        return sum(report.fulfilled for report in self.rounds)
+
+
+def hops_of(source: str, destination: str) -> tuple[tuple[str, str], ...]:
+    """The links a payment from node `source` to a node or extra peer crosses, in order."""
+    target = destination if destination in NODES else HUB
+    i, j = NODES.index(source), NODES.index(target)
+    step = 1 if j >= i else -1
+    path = [NODES[k] for k in range(i, j + step, step)]
+    hops = list(pairwise(path))
+    if destination not in NODES:
+        hops.append((HUB, destination))
+    return tuple(hops)
+
+
+class Soak:
+    def __init__(
+        self,
+        stack: SoakStack,
+        seed: int,
+        timing: SoakTiming | None = None,
+        out: Callable[[str], None] = print,
+    ) -> None:
+        self.stack = stack
+        self.rng = random.Random(seed)
+        self.timing = timing or SoakTiming()
+        self.out = out
+        self.payments: list[SentPayment] = []
+        # (monotonic time, node) of every connector SIGKILL: payments in flight through that
+        # node then may be committed at one end of a link and not at the other.
+        self.connector_kills: list[tuple[float, str]] = []
+        self.report = SoakReport(seed, stack.setup_seconds, 0.0)
+        self._never_connected = [peer.peer_id for peer in stack.extras]
+
+    # --- start ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect the first extra peers; wait until every link and them are READY."""
+        began = time.monotonic()
+        self.client = await Client.connect(
+            self.stack.temporal.target, data_converter=pydantic_data_converter
+        )
+        for _ in range(self.timing.initially_connected):
+            await self.stack.extra(self._never_connected.pop(0)).connect()
+        pending = await self._wait_recovered(self.timing.initial_ready_bound)
+        if pending:
+            raise RuntimeError("not READY at start: " + "; ".join(map(str, pending)))
+        self.report.initial_ready_seconds = time.monotonic() - began
+        violations = await self.check()
+        if violations:
+            raise RuntimeError("invariants broken at start: " + "; ".join(map(str, violations)))
+
+    # --- a round --------------------------------------------------------------------------------
+
+    async def round(self, number: int, fault: Fault | None = None) -> RoundReport:
+        began = time.monotonic()
+        rng, timing = self.rng, self.timing
+        fault = fault or rng.choice(list(Fault))
+        churn: list[str] = []
+        payments_before = len(self.payments)
+        traffic = asyncio.create_task(self._traffic(timing.traffic_seconds))
+        churning = asyncio.create_task(self._churn(churn))
+        try:
+            await asyncio.sleep(rng.uniform(*timing.kill_after))
+            victim, restart = await self._kill(fault)
+            downtime = rng.uniform(*timing.downtime)
+            await asyncio.sleep(downtime)
+            restarted = time.monotonic()
+            await restart()
+            # The peers that came and went during the fault count towards its recovery.
+            await churning
+            pending = await self._wait_recovered(timing.recovery_bound)
+            recovery = None if pending else time.monotonic() - restarted
+            await traffic
+        finally:
+            for task in (traffic, churning):
+                if not task.done():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+        # Traffic over: every connected peer READY again before the books are read.
+        pending = pending or await self._wait_recovered(timing.recovery_bound)
+        violations = [
+            Violation(v.invariant + f" within {timing.recovery_bound:.0f}s", v.where, v.detail)
+            for v in pending
+        ]
+        violations += await self.check()
+        sent = self.payments[payments_before:]
+        report = RoundReport(
+            number=number,
+            fault=fault,
+            victim=victim,
+            downtime=downtime,
+            recovery_seconds=recovery,
+            payments=len(sent),
+            fulfilled=sum(p.outcome == "fulfilled" for p in sent),
+            churn=churn,
+            violations=violations,
+            seconds=time.monotonic() - began,
+        )
+        self.report.rounds.append(report)
+        return report
+
+    async def _churn(self, changes: list[str]) -> None:
+        """The next extra peer that never connected connects (a first provisioning); one
+        connected extra peer has its channel workflow cancelled (`paychan cancel`) and
+        reconnects (a new run finds the channel and adopts it: provisioning again, no
+        transaction); one random extra peer comes or goes. In random order, at random
+        moments around the round's fault."""
+        stack, rng = self.stack, self.rng
+        actions = []
+        if self._never_connected:
+            actions.append(("+", stack.extra(self._never_connected.pop(0))))
+        linked = [peer for peer in stack.extras if peer.wants_link]
+        if linked:
+            actions.append(("~", rng.choice(linked)))
+        other = rng.choice([p for p in stack.extras if p not in {a[1] for a in actions}])
+        actions.append(("-" if other.wants_link else "+", other))
+        rng.shuffle(actions)
+        for action, peer in actions:
+            await asyncio.sleep(rng.uniform(0.0, self.timing.kill_after[1]))
+            if peer.peer_id in self._never_connected:
+                self._never_connected.remove(peer.peer_id)
+            changes.append(f"{action}{peer.peer_id}")
+            if action == "+":
+                await peer.connect()
+            elif action == "-":
+                await peer.disconnect()
+            else:
+                await self._reprovision(peer.peer_id)
+
+    async def _reprovision(self, peer_id: str) -> None:
+        peer = self.stack.extra(peer_id)
+        await peer.disconnect()
+        handle = self.client.get_workflow_handle(ids.channel_workflow_id(HUB, peer_id, TOKEN))
+        deadline = time.monotonic() + self.timing.recovery_bound
+        # Temporal may be down right now: ask again until the run has ended.
+        while time.monotonic() < deadline:
+            try:
+                status = (await handle.describe()).status
+                if status != WorkflowExecutionStatus.RUNNING:
+                    break
+                await handle.cancel()
+            except (RPCError, RuntimeError):
+                pass
+            await asyncio.sleep(0.5)
+        await peer.connect()
+
+    async def _kill(self, fault: Fault) -> tuple[str, Callable[[], object]]:
+        """SIGKILL the round's victim; return its name and how to start it again."""
+        stack = self.stack
+        match fault:
+            case Fault.WORKER:
+                worker = self.rng.choice(stack.workers)
+                worker.kill()
+                return worker.name, worker.start
+            case Fault.CONNECTOR:
+                node = self.rng.choice(NODES)
+                connector = stack.connectors[node]
+                self.connector_kills.append((time.monotonic(), node))
+                connector.kill()
+                return node, lambda: connector.start(stack.session)
+            case Fault.TEMPORAL:
+                stack.temporal.kill()
+                return "temporal", stack.temporal.start
+            case Fault.ANVIL:
+                await stack.anvil.crash()
+                return "anvil", stack.anvil.start
+        raise ValueError(fault)
+
+    # --- traffic --------------------------------------------------------------------------------
+
+    async def _traffic(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+
+        async def lane() -> None:
+            while time.monotonic() < end:
+                source = self.rng.choice(NODES)
+                # Extra peers that are away get a payment now and then (rejected T01).
+                extras = [
+                    peer.peer_id
+                    for peer in self.stack.extras
+                    if peer.wants_link or self.rng.random() < 0.1
+                ]
+                destination = self.rng.choice([d for d in (*NODES, *extras) if d != source])
+                await self._pay(source, destination, self.rng.randrange(*self.timing.amounts))
+                await asyncio.sleep(self.timing.payment_gap)
+
+        await asyncio.gather(*(lane() for _ in range(self.timing.lanes)))
+
+    async def _pay(self, source: str, destination: str, amount: int) -> None:
+        connector = self.stack.connectors[source]
+        payment = SentPayment(
+            source, destination, amount, hops_of(source, destination), time.monotonic()
+        )
+        self.payments.append(payment)
+        try:
+            async with self.stack.session.post(
+                connector.admin_url + "/payments",
+                json={"destination": f"g.{destination}", "amount": str(amount)},
+                headers={"Authorization": f"Bearer {connector.admin_token}"},
+                timeout=aiohttp.ClientTimeout(40),
+            ) as response:
+                result = await response.json() if response.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            result = None
+        payment.ended = time.monotonic()
+        if result is None:
+            payment.outcome = "unknown"
+        else:
+            payment.outcome = "fulfilled" if result.get("fulfilled") else "rejected"
+            payment.code = result.get("code")
+
+    def _uncertain(self, payment: SentPayment) -> bool:
+        if payment.outcome == "fulfilled":
+            return False
+        ended = payment.ended if payment.ended is not None else float("inf")
+        return any(
+            node in payment.nodes and payment.started <= at <= ended
+            for at, node in self.connector_kills
+        )
+
+    # --- recovery -------------------------------------------------------------------------------
+
+    async def peer_states(self) -> dict[str, dict[str, PeerState]] | None:
+        """Node -> peer -> (connected, stage) from every /health; None while a node does not
+        answer. An extra peer counts as connected when it wants its link (the hub must then
+        show it connected and READY)."""
+        stack = self.stack
+        reports = await asyncio.gather(
+            *(stack.connectors[node].health(stack.session) for node in NODES)
+        )
+        workflows = await self._workflow_stages()
+        if workflows is None or any(report is None for report in reports):
+            return None
+        states = {}
+        for node, report in zip(NODES, reports, strict=True):
+            assert report is not None
+            states[node] = {
+                peer: PeerState(health.connected, health.stage, workflows.get((node, peer)))
+                for peer, health in report.peers.items()
+            }
+        for peer in stack.extras:
+            shown = states[HUB][peer.peer_id]
+            if peer.wants_link and not shown.connected:
+                stage = f"{shown.stage} (not linked)"
+                states[HUB][peer.peer_id] = PeerState(True, stage, shown.workflow_stage)
+        # The line's links are configured both ways: a link down is a peer waiting too.
+        for left, right in LINKS:
+            shown = states[left][right]
+            if not shown.connected:
+                stage = f"{shown.stage} (link down)"
+                states[left][right] = PeerState(True, stage, shown.workflow_stage)
+        return states
+
+    async def _workflow_stages(self) -> dict[tuple[str, str], str] | None:
+        """(node, peer) -> Stage of its running channel workflow; None while Temporal does
+        not answer."""
+        stages = {}
+        try:
+            async for execution in self.client.list_workflows(_RUNNING_CHANNELS):
+                attributes = execution.typed_search_attributes
+                node, peer = attributes.get(ids.NODE_ID), attributes.get(ids.PEER_ID)
+                stage = attributes.get(ids.STAGE)
+                if node is not None and peer is not None and stage is not None:
+                    stages[(node, peer)] = stage
+        except (RPCError, RuntimeError):
+            return None
+        return stages
+
+    async def _wait_recovered(self, bound: float) -> list[Violation]:
+        deadline = time.monotonic() + bound
+        pending: list[Violation] = []
+        while time.monotonic() < deadline:
+            down = [c.name for c in self.stack.all_processes() if not c.alive]
+            states = await self.peer_states()
+            if down:
+                pending = [Violation("process up", name, "not running") for name in down]
+            elif states is None:
+                pending = [Violation("process up", "connector/temporal", "does not answer")]
+            else:
+                pending = not_ready(states)
+                if not pending:
+                    return []
+            await asyncio.sleep(0.25)
+        return pending
+
+    # --- the books -------------------------------------------------------------------------------
+
+    async def check(self) -> list[Violation]:
+        states = await self.peer_states()
+        if states is None:
+            return [Violation("process up", "connector/temporal", "does not answer")]
+        ledgers: dict[str, LedgerSnapshot] = {}
+        violations = []
+        for node in NODES:
+            snapshot = await self._ledger(node)
+            if snapshot is None:
+                violations.append(
+                    Violation("ledger readable", node, "admin balances never matched the file")
+                )
+                continue
+            ledgers[node] = snapshot
+        pairs = await self._pairs()
+        channel_of = {frozenset(pair.ends): pair.channel_id for pair in pairs}
+        deposits = {
+            (end, pair.channel_id): deposit
+            for pair in pairs
+            for end, deposit in pair.deposits.items()
+        }
+
+        def rows(node: str, peer: str, direction: str) -> list[ClaimRow]:
+            if node in ledgers:
+                return [
+                    row
+                    for row in ledgers[node].claims
+                    if row.peer_id == peer and row.direction == direction
+                ]
+            extra = self.stack.extra(node)
+            return [
+                ClaimRow(
+                    "received",
+                    HUB,
+                    a.claim.channel_id,
+                    a.claim.nonce,
+                    a.claim.transferred_amount,
+                    a.amount,
+                    True,
+                )
+                for a in extra.accepted
+            ]
+
+        links = [*LINKS, *((b, a) for a, b in LINKS)]
+        links += [(HUB, peer.peer_id) for peer in self.stack.extras]
+        latest_sent = {}
+        claims_accepted = 0
+        for payer, payee in links:
+            if payer not in ledgers or (payee in NODES and payee not in ledgers):
+                continue
+            sent, received = rows(payer, payee, "sent"), rows(payee, payer, "received")
+            claims_accepted += len(received)
+            channel = channel_of.get(frozenset((payer, payee)))
+            latest_sent[(payer, payee)] = max(
+                (row.transferred for row in sent if row.channel_id == channel), default=0
+            )
+            payer_deposits = {
+                channel_id: deposit
+                for (end, channel_id), deposit in deposits.items()
+                if end == payer
+            }
+            violations += check_claims(payer, payee, sent, received, payer_deposits)
+        ready_ends = {
+            (node, peer)
+            for node, peers in states.items()
+            for peer, state in peers.items()
+            if state.is_ready
+        }
+        violations += check_channels(
+            pairs,
+            ready_ends=ready_ends,
+            depositors=set(NODES),
+            target=TARGET,
+            latest_sent=latest_sent,
+        )
+        payments = [
+            Payment(p.hops, p.amount, p.outcome == "fulfilled", self._uncertain(p))
+            for p in self.payments
+        ]
+        explained = 0
+        for snapshot in ledgers.values():
+            found, figures = check_ledger(snapshot, payments)
+            violations += found
+            explained += figures.explained_by_uncertain
+        report = self.report
+        report.claims_accepted = claims_accepted
+        report.channels = sum(1 for pair in pairs if pair.channel_id is not None)
+        report.topped_up_deposits = sum(
+            1
+            for pair in pairs
+            for end, deposit in pair.deposits.items()
+            if end in NODES and deposit > TARGET
+        )
+        report.uncertain_payments = sum(p.uncertain for p in payments)
+        report.link_ends_explained = explained
+        return violations
+
+    async def _ledger(self, node: str, attempts: int = 40) -> LedgerSnapshot | None:
+        """Balances from the admin API equal to the ledger file's, with the file's claims
+        read in the same transaction: a consistent snapshot even while claims move."""
+        connector = self.stack.connectors[node]
+        for _ in range(attempts):
+            before = await connector.balances(self.stack.session)
+            try:
+                on_disk, claims = await asyncio.to_thread(read_ledger_file, connector.ledger_path)
+            except sqlite3.Error:
+                on_disk, claims = None, []
+            after = await connector.balances(self.stack.session)
+            if before is not None and before == after and on_disk is not None:
+                if all(on_disk.get(peer, 0) == balance for peer, balance in before.items()):
+                    return LedgerSnapshot(node, before, claims)
+            await asyncio.sleep(0.25)
+        return None
+
+    async def _pairs(self) -> list[PairOnChain]:
+        stack, w3, deployment = self.stack, self.stack.w3, self.stack.deployment
+        addresses = stack.addresses
+        pairs = [*LINKS, *((HUB, peer.peer_id) for peer in stack.extras)]
+        opened = Counter()
+        logs = await w3.eth.get_logs(
+            {
+                "address": deployment.token_network,
+                "fromBlock": deployment.deployed_block,
+                "toBlock": "latest",
+                "topics": ["0x" + CHANNEL_OPENED.hex()],
+            }
+        )
+        codec = tn.contract_abi("TokenNetwork")
+        for log in logs:
+            event = codec.decode_log(log["address"], log["topics"], log["data"])
+            if event is not None:
+                opened[frozenset((event.args["participant1"], event.args["participant2"]))] += 1
+        found = []
+        for a, b in pairs:
+            address_a, address_b = addresses[a], addresses[b]
+            channel_id = await tn.get_channel_id(w3, deployment, address_a, address_b)
+            deposits, is_open = {a: 0, b: 0}, False
+            if channel_id is not None:
+                channel = await tn.get_channel(w3, deployment, channel_id)
+                is_open = channel.state == tn.ChannelState.OPENED
+                for end, address in ((a, address_a), (b, address_b)):
+                    side = await tn.get_participant(w3, deployment, channel_id, address)
+                    deposits[end] = side.deposit
+            found.append(
+                PairOnChain(
+                    ends=(a, b),
+                    pair_counter=await tn.get_pair_counter(w3, deployment, address_a, address_b),
+                    opened_events=opened[frozenset((address_a, address_b))],
+                    channel_id=channel_id,
+                    is_open=is_open,
+                    deposits=deposits,
+                )
+            )
+        return found
+
+
+def read_ledger_file(path: Path) -> tuple[dict[str, int], list[ClaimRow]]:
+    """Balances and claims of a node's ledger file, read-only, in one transaction."""
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+    try:
+        connection.execute("BEGIN")
+        balances = {
+            peer: int(balance)
+            for peer, balance in connection.execute("SELECT peer_id, balance FROM balances")
+        }
+        claims = [
+            ClaimRow(
+                direction=direction,
+                peer_id=peer_id,
+                channel_id=channel_id,
+                nonce=int(nonce),
+                transferred=int(transferred),
+                amount=int(amount),
+                acknowledged=bool(acknowledged),
+            )
+            for direction, peer_id, channel_id, nonce, transferred, amount, acknowledged in (
+                connection.execute(
+                    "SELECT direction, peer_id, channel_id, nonce, transferred_amount, amount,"
+                    " acknowledged FROM claims"
+                )
+            )
+        ]
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+    return balances, claims
