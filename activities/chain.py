@@ -380,7 +380,7 @@ class ChainActivities:
         sent = await self._w3.eth.get_transaction(tx.tx_hash)
         data = "0x" + bytes(sent["input"]).hex()
         call = {"to": sent["to"], "data": data, "gas": sent["gas"], "value": sent["value"]}
-        error = await tn._replay_error(self._w3, self._account.address, call, receipt)
+        error = await tn.replay_error(self._w3, self._account.address, call, receipt)
         return error.name if error else "reverted"
 
 

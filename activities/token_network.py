@@ -484,7 +484,7 @@ async def fee_fields(w3: AsyncWeb3) -> dict[str, int]:
     return {"maxFeePerGas": 2 * base_fee + priority, "maxPriorityFeePerGas": priority}
 
 
-async def _replay_error(
+async def replay_error(
     w3: AsyncWeb3, sender: str, tx: dict[str, Any], receipt: TxReceipt
 ) -> DecodedError | None:
     # A receipt carries no revert data: re-run the call on the state before its block, with
@@ -531,7 +531,7 @@ async def send_batch(
     for tx, receipt in zip(txs, receipts, strict=True):
         if receipt["status"] != 1:
             raise TransactionReverted(
-                receipt, await _replay_error(w3, account.address, dict(tx), receipt)
+                receipt, await replay_error(w3, account.address, dict(tx), receipt)
             )
     return receipts
 
