@@ -34,6 +34,8 @@ log = structlog.get_logger(__name__)
 
 RECONNECT_INITIAL = 0.5
 RECONNECT_MAX = 30.0
+# On stop, how long a provisioning signal under way may take to finish.
+STOP_SIGNAL_GRACE = 2.0
 # How often /health follows stages that are not announced to the connector (AWAITING_FUNDS...).
 STAGE_REFRESH_SECONDS = 3.0
 # The keeper reads each channel at least this often, and at least three times per settle
@@ -82,7 +84,8 @@ class ProvisioningRuntime:
         self._provisioner: ChannelProvisioner | None = None
         self._workers: list[Worker] = []
         self._runs: list[asyncio.Task[None]] = []
-        self._signals: set[asyncio.Task[None]] = set()
+        # One signal under way per peer (retried while Temporal does not take it).
+        self._signals: dict[str, asyncio.Task[None]] = {}
         self._connected = asyncio.Event()
         self._connecting: asyncio.Task[None] | None = None
         # Set before start() when settlement runs (connector/node_command.py): the node's
@@ -169,29 +172,49 @@ class ProvisioningRuntime:
         )
 
     def peer_connected(self, peer_id: str) -> None:
-        """Called on every authenticated link; never blocks the link on Temporal."""
+        """Called on every authenticated link; never blocks the link on Temporal. A signal
+        still under way for the peer stands for this one too."""
+        if peer_id in self._signals:
+            return
         task = asyncio.create_task(self._signal(peer_id))
-        self._signals.add(task)
-        task.add_done_callback(self._signals.discard)
+        self._signals[peer_id] = task
+        task.add_done_callback(lambda _: self._signals.pop(peer_id, None))
 
     async def _signal(self, peer_id: str) -> None:
         await self._connected.wait()
         assert self._provisioner is not None
-        try:
-            await self._provisioner.peer_connected(peer_id)
-        except Exception as err:
-            # Temporal down: the next reconnect signals again; packets forward meanwhile.
-            log.error("CHANNEL_PROVISIONING_SIGNAL_FAILED", peerId=peer_id, error=str(err))
+        delay = RECONNECT_INITIAL
+        while True:
+            try:
+                await self._provisioner.peer_connected(peer_id)
+                return
+            except Exception as err:
+                # Temporal down longer than the client's own retries: signal again until it
+                # takes it, so a peer that connected meanwhile is provisioned once Temporal is
+                # back (it may never reconnect). Packets forward meanwhile.
+                log.error(
+                    "CHANNEL_PROVISIONING_SIGNAL_FAILED",
+                    peerId=peer_id,
+                    error=str(err),
+                    retryInSeconds=delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
 
     async def stop(self) -> None:
         if self._connecting is not None:
             self._connecting.cancel()
             await asyncio.gather(self._connecting, return_exceptions=True)
-        for task in self._signals:
-            if not self._connected.is_set():
+        signals = list(self._signals.values())
+        if signals:
+            # A signal being sent gets a moment to finish; one Temporal keeps refusing (or
+            # that never got to be sent) is dropped: the peer's next connect sends it.
+            waiting = set(signals)
+            if self._connected.is_set():
+                _, waiting = await asyncio.wait(signals, timeout=STOP_SIGNAL_GRACE)
+            for task in waiting:
                 task.cancel()
-        if self._signals:
-            await asyncio.gather(*self._signals, return_exceptions=True)
+            await asyncio.gather(*signals, return_exceptions=True)
         await asyncio.gather(*(worker.shutdown() for worker in self._workers))
         await asyncio.gather(*self._runs, return_exceptions=True)
         self._workers, self._runs = [], []
