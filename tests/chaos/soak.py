@@ -5,8 +5,8 @@ every round. `bench/chaos.py` runs it for many rounds and records the figures;
 
 A round (seeded: the same `--seed` makes the same choices):
 
-1. churn: the next extra peer that never connected connects (its channel is provisioned
-   during the round), and one random extra peer connects or disconnects;
+1. churn (`Soak._churn`): extra peers connect for the first time (a first provisioning), have
+   their channel workflow cancelled and come back (provisioning again), come and go;
 2. traffic: `lanes` loops of test payments through the admin API of a random node to a random
    node or extra peer, for `traffic_seconds`;
 3. the fault, after a random delay: SIGKILL one of a hub worker, a connector, the Temporal
@@ -75,6 +75,9 @@ class SoakTiming:
     amounts: tuple[int, int] = (50_000, 250_000)
     kill_after: tuple[float, float] = (0.5, 2.5)
     downtime: tuple[float, float] = (0.3, 2.0)
+    # Now and then the Temporal server stays down past its clients' own retries (~10 s).
+    long_temporal_outage: float = 1 / 3
+    long_downtime: tuple[float, float] = (12.0, 16.0)
     recovery_bound: float = 90.0
     initial_ready_bound: float = 180.0
     initially_connected: int = 4
@@ -222,7 +225,8 @@ class Soak:
         try:
             await asyncio.sleep(rng.uniform(*timing.kill_after))
             victim, restart = await self._kill(fault)
-            downtime = rng.uniform(*timing.downtime)
+            long = fault is Fault.TEMPORAL and rng.random() < timing.long_temporal_outage
+            downtime = rng.uniform(*(timing.long_downtime if long else timing.downtime))
             await asyncio.sleep(downtime)
             restarted = time.monotonic()
             await restart()
@@ -260,49 +264,50 @@ class Soak:
         return report
 
     async def _churn(self, changes: list[str]) -> None:
-        """The next extra peer that never connected connects (a first provisioning); one
-        connected extra peer has its channel workflow cancelled (`paychan cancel`) and
-        reconnects (a new run finds the channel and adopts it: provisioning again, no
-        transaction); one random extra peer comes or goes. In random order, at random
-        moments around the round's fault."""
+        """Three changes at random moments around the round's fault: the next extra peer
+        that never connected connects (a first provisioning); a connected extra peer
+        disconnects, has its channel workflow cancelled (`paychan cancel`, done before the
+        fault) and connects again later (a new run finds its channel and adopts it:
+        provisioning again, no transaction); one more extra peer comes or goes."""
         stack, rng = self.stack, self.rng
+        window = self.timing.kill_after[1]
         actions = []
         if self._never_connected:
             actions.append(("+", stack.extra(self._never_connected.pop(0))))
         linked = [peer for peer in stack.extras if peer.wants_link]
         if linked:
-            actions.append(("~", rng.choice(linked)))
-        other = rng.choice([p for p in stack.extras if p not in {a[1] for a in actions}])
+            peer = rng.choice(linked)
+            changes.append(f"~{peer.peer_id}")
+            await self._cancel_run(peer.peer_id)
+            actions.append(("+", peer))
+        taken = {peer for _, peer in actions}
+        other = rng.choice([peer for peer in stack.extras if peer not in taken])
         actions.append(("-" if other.wants_link else "+", other))
         rng.shuffle(actions)
         for action, peer in actions:
-            await asyncio.sleep(rng.uniform(0.0, self.timing.kill_after[1]))
+            await asyncio.sleep(rng.uniform(0.0, window))
             if peer.peer_id in self._never_connected:
                 self._never_connected.remove(peer.peer_id)
             changes.append(f"{action}{peer.peer_id}")
             if action == "+":
                 await peer.connect()
-            elif action == "-":
-                await peer.disconnect()
             else:
-                await self._reprovision(peer.peer_id)
+                await peer.disconnect()
 
-    async def _reprovision(self, peer_id: str) -> None:
-        peer = self.stack.extra(peer_id)
-        await peer.disconnect()
+    async def _cancel_run(self, peer_id: str) -> None:
+        """Disconnect the extra peer and cancel its running channel workflow, until the run
+        has ended."""
+        await self.stack.extra(peer_id).disconnect()
         handle = self.client.get_workflow_handle(ids.channel_workflow_id(HUB, peer_id, TOKEN))
         deadline = time.monotonic() + self.timing.recovery_bound
-        # Temporal may be down right now: ask again until the run has ended.
         while time.monotonic() < deadline:
             try:
-                status = (await handle.describe()).status
-                if status != WorkflowExecutionStatus.RUNNING:
-                    break
+                if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+                    return
                 await handle.cancel()
             except (RPCError, RuntimeError):
                 pass
-            await asyncio.sleep(0.5)
-        await peer.connect()
+            await asyncio.sleep(0.2)
 
     async def _kill(self, fault: Fault) -> tuple[str, Callable[[], object]]:
         """SIGKILL the round's victim; return its name and how to start it again."""
