@@ -420,10 +420,14 @@ class ChannelWorkflow:
 
     async def _finish(self) -> ChannelStatus:
         """Settled: the connector has been told (waited for), the run ends with the payout."""
+        await self._drain()
+        return self.status()
+
+    async def _drain(self) -> None:
+        """Let running handlers finish and every notification reach the connector."""
         await workflow.wait_condition(workflow.all_handlers_finished)
         for notification in self._notifications:
             await notification
-        return self.status()
 
     def _publish(self) -> None:
         channel = self._state.channel
@@ -439,9 +443,7 @@ class ChannelWorkflow:
         )
 
     async def _continue_as_new(self) -> None:
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        for notification in self._notifications:
-            await notification
+        await self._drain()
         workflow.continue_as_new(replace(self._params, carried=self._state))
 
 
