@@ -1,17 +1,20 @@
 """`paychan worker --config FILE`: the node's provisioning workers, apart from its connector.
 
 Several may run for one node; Temporal spreads the work. SIGTERM lets the running step
-finish (graceful shutdown) before the process exits.
+finish (graceful shutdown) before the process exits. Started while the Temporal server is
+down, it waits for it (capped backoff) rather than exiting; SIGTERM ends the wait.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 
 import structlog
+from temporalio.client import Client
 
 from activities.deployment import DeploymentError
 from connector.config import NodeConfig, load_config_or_exit
@@ -24,6 +27,10 @@ from worker.run import (
 )
 
 log = structlog.get_logger(__name__)
+
+# Backoff between attempts to reach a Temporal server that is down (as the connector's).
+CONNECT_RETRY_INITIAL = 0.5
+CONNECT_RETRY_MAX = 30.0
 
 
 def worker_command(args: argparse.Namespace) -> int:
@@ -41,13 +48,16 @@ def worker_command(args: argparse.Namespace) -> int:
 
 
 async def _run(config: NodeConfig) -> None:
-    chain = await chain_context_from_config(config)
-    client = await connect_temporal(config.temporal)
-    workers = build_workers(client, chain)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    chain = await chain_context_from_config(config)
+    client = await _connect_temporal(config, stop)
+    if client is None:
+        await chain.web3.provider.disconnect()
+        return
+    workers = build_workers(client, chain)
     runs = [asyncio.create_task(worker.run()) for worker in workers]
     log.info("WORKER_STARTED", nodeId=config.node_id, wallet=chain.account.address)
     await stop.wait()
@@ -55,3 +65,25 @@ async def _run(config: NodeConfig) -> None:
     await asyncio.gather(*(worker.shutdown() for worker in workers))
     await asyncio.gather(*runs, return_exceptions=True)
     await chain.web3.provider.disconnect()
+
+
+async def _connect_temporal(config: NodeConfig, stop: asyncio.Event) -> Client | None:
+    """The Temporal client, once the server answers; None when stopped first. A worker
+    (re)started while Temporal is down (restarting, upgraded) waits for it, as the connector
+    does, instead of exiting."""
+    delay = CONNECT_RETRY_INITIAL
+    while not stop.is_set():
+        try:
+            return await connect_temporal(config.temporal)
+        except RuntimeError as err:
+            log.warning(
+                "TEMPORAL_UNAVAILABLE",
+                nodeId=config.node_id,
+                address=config.temporal.address,
+                error=str(err),
+                retryInSeconds=delay,
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, CONNECT_RETRY_MAX)
+    return None
