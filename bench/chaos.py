@@ -26,6 +26,7 @@ import logging
 import os
 import platform
 import re
+import signal
 import statistics
 import sys
 import tempfile
@@ -81,7 +82,8 @@ def summary(report: SoakReport, elapsed: float) -> list[str]:
         f"{report.uncertain_payments} in flight through a killed connector "
         f"({report.link_ends_explained} link ends explained by them)",
         f"Claims accepted: {report.claims_accepted}; channels on-chain: {report.channels}; "
-        f"deposits topped up: {report.topped_up_deposits}",
+        f"deposits topped up: {report.topped_up_deposits}; channels closed and settled: "
+        f"{report.closes_settled} of {report.closes_asked} asked",
     ]
     lines += [f"  VIOLATION {line}" for line in distinct[:50]]
     return lines
@@ -119,7 +121,9 @@ Temporal dev server on a SQLite file, anvil with `--block-time 1`. Each round SI
 random (seeded), one hub worker, one connector, the Temporal server (restarted on the same
 file and port; a third of them stay down 12-16 s, past the clients' own retries) or anvil,
 and starts it again after a random downtime, while extra peers connect for the first time,
-are cancelled and re-provisioned, come and go, and 3 lanes of admin-API test payments
+are cancelled and re-provisioned, come and go, have their channel closed by the hub's keeper
+(unilateral close, 40-block settle window, settle; a new channel once settled), and 3 lanes
+of admin-API test payments
 (50,000-250,000 each, any node to any node or extra peer) flow for 6 s. Recovery: from
 starting the victim again (its own start-up included) until every process answers and every
 connected peer is READY both in its node's /health and in its running workflow (bound 90 s).
@@ -146,10 +150,13 @@ Command: `{command}` · machine `2-core` · {today} · Python {platform.python_v
 
 {recovery_table(report)}
 
-Found and fixed by the soak: a transaction lost with anvil's mempool left its provisioning in
-OPENING for good (the receipt wait now broadcasts the recorded bytes again when the node no
+Found and fixed by the soak (each with its test): a transaction lost with anvil's mempool
+left its provisioning in OPENING for good, and every later transaction of that wallet queued
+behind its nonce (the receipt wait now broadcasts the recorded bytes again when the node no
 longer knows the transaction); a peer that connected while Temporal was down for longer than
-the client's ~10 s of retries was never provisioned (the signal is now retried until taken).
+the client's ~10 s of retries was never provisioned (the signal is now retried until taken);
+a `paychan worker` (re)started while Temporal was down exited with code 1, leaving its node a
+worker short for good (it now waits for Temporal).
 """
 
 
@@ -166,22 +173,33 @@ def write_section(text: str, path: Path = BENCHMARKS) -> None:
 async def run(rounds: int, seed: int, time_limit: float, workdir: Path) -> tuple[SoakReport, float]:
     began = time.monotonic()
     print(f"chaos soak: {rounds} rounds, seed {seed}; processes' logs in {workdir / 'logs'}")
+    # SIGTERM / SIGINT stop the soak between two steps; every process it started is stopped.
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, main.cancel)
     async with soak_stack(workdir) as stack:
         soak = Soak(stack, seed, SoakTiming())
-        await soak.start()
-        print(
-            f"stack up in {stack.setup_seconds:.1f}s, every link READY after "
-            f"{soak.report.initial_ready_seconds:.1f}s",
-            flush=True,
-        )
-        for number in range(1, rounds + 1):
-            if time.monotonic() - began > time_limit:
-                print(f"time limit of {time_limit:.0f}s reached: no new round", flush=True)
-                break
-            report = await soak.round(number)
-            print(round_line(report, rounds), flush=True)
-            for violation in report.violations:
-                print(f"    VIOLATION {violation}", flush=True)
+        try:
+            await soak.start()
+            print(
+                f"stack up in {stack.setup_seconds:.1f}s, every link READY after "
+                f"{soak.report.initial_ready_seconds:.1f}s",
+                flush=True,
+            )
+            for number in range(1, rounds + 1):
+                if time.monotonic() - began > time_limit:
+                    print(f"time limit of {time_limit:.0f}s reached: no new round", flush=True)
+                    break
+                report = await soak.round(number)
+                print(round_line(report, rounds), flush=True)
+                for violation in report.violations:
+                    print(f"    VIOLATION {violation}", flush=True)
+        except asyncio.CancelledError:
+            print("interrupted: stopping every process", flush=True)
+        soak.report.closes_asked = sum(soak.closes_asked.values())
+        soak.report.closes_settled = soak.closes_settled
     return soak.report, time.monotonic() - began
 
 

@@ -6,7 +6,8 @@ every round. `bench/chaos.py` runs it for many rounds and records the figures;
 A round (seeded: the same `--seed` makes the same choices):
 
 1. churn (`Soak._churn`): extra peers connect for the first time (a first provisioning), have
-   their channel workflow cancelled and come back (provisioning again), come and go;
+   their channel workflow cancelled and come back (provisioning again), come and go, have
+   their channel closed by the hub's keeper and come back with a new one once it settled;
 2. traffic: `lanes` loops of test payments through the admin API of a random node to a random
    node or extra peer, for `traffic_seconds`;
 3. the fault, after a random delay: SIGKILL one of a hub worker, a connector, the Temporal
@@ -54,6 +55,7 @@ from tests.chaos.soak_invariants import (
 )
 from tests.chaos.soak_stack import HUB, LINKS, NODES, TARGET, SoakStack
 from workflows import ids
+from workflows.messages import CloseChannel
 
 TOKEN = "M2M"
 _RUNNING_CHANNELS = f'WorkflowType = "{ids.CHANNEL_WORKFLOW}" AND ExecutionStatus = "Running"'
@@ -81,6 +83,11 @@ class SoakTiming:
     recovery_bound: float = 90.0
     initial_ready_bound: float = 180.0
     initially_connected: int = 4
+    # Chance per round that an extra peer's channel is closed (unilaterally, by the hub's
+    # keeper: close, settle window, settle) while none is being closed; once settled the
+    # peer comes back and a new channel is provisioned.
+    close_chance: float = 0.5
+    close_bound: float = 180.0
 
 
 @dataclass
@@ -127,6 +134,8 @@ class SoakReport:
     channels: int = 0
     uncertain_payments: int = 0
     link_ends_explained: int = 0
+    closes_asked: int = 0
+    closes_settled: int = 0
 
     @property
     def faults(self) -> Counter[str]:
@@ -193,6 +202,12 @@ class Soak:
         self.connector_kills: list[tuple[float, str]] = []
         self.report = SoakReport(seed, stack.setup_seconds, 0.0)
         self._never_connected = [peer.peer_id for peer in stack.extras]
+        # Extra peer id -> (when the soak asked its channel to close, that run's id); closes
+        # asked per peer.
+        self._closing: dict[str, tuple[float, str]] = {}
+        self.closes_asked: Counter[str] = Counter()
+        self.closes_settled = 0
+        self._close_violations: list[Violation] = []
 
     # --- start ---------------------------------------------------------------------------------
 
@@ -246,6 +261,8 @@ class Soak:
             Violation(v.invariant + f" within {timing.recovery_bound:.0f}s", v.where, v.detail)
             for v in pending
         ]
+        violations += self._close_violations
+        self._close_violations = []
         violations += await self.check()
         sent = self.payments[payments_before:]
         report = RoundReport(
@@ -272,15 +289,23 @@ class Soak:
         stack, rng = self.stack, self.rng
         window = self.timing.kill_after[1]
         actions = []
+        await self._follow_closes(changes, actions)
         if self._never_connected:
             actions.append(("+", stack.extra(self._never_connected.pop(0))))
-        linked = [peer for peer in stack.extras if peer.wants_link]
+        linked = [
+            peer for peer in stack.extras if peer.wants_link and peer not in {p for _, p in actions}
+        ]
         if linked:
             peer = rng.choice(linked)
             changes.append(f"~{peer.peer_id}")
             await self._cancel_run(peer.peer_id)
             actions.append(("+", peer))
-        taken = {peer for _, peer in actions}
+            linked.remove(peer)
+        if linked and not self._closing and rng.random() < self.timing.close_chance:
+            peer = rng.choice(linked)
+            changes.append(f"x{peer.peer_id}")
+            await self._close(peer.peer_id)
+        taken = {peer for _, peer in actions} | {stack.extra(p) for p in self._closing}
         other = rng.choice([peer for peer in stack.extras if peer not in taken])
         actions.append(("-" if other.wants_link else "+", other))
         rng.shuffle(actions)
@@ -293,6 +318,49 @@ class Soak:
                 await peer.connect()
             else:
                 await peer.disconnect()
+
+    async def _close(self, peer_id: str) -> None:
+        """Disconnect the extra peer and ask the hub's keeper to close its channel
+        unilaterally (`paychan close`): close, settle window, settle, the run ends."""
+        await self.stack.extra(peer_id).disconnect()
+        workflow_id = ids.channel_workflow_id(HUB, peer_id, TOKEN)
+        try:
+            # This very run is followed: settlement may start the next one at once.
+            run_id = (await self.client.get_workflow_handle(workflow_id).describe()).run_id
+            handle = self.client.get_workflow_handle(workflow_id, run_id=run_id)
+            await handle.signal(ids.SIGNAL_CLOSE, CloseChannel(reason="chaos soak"))
+        except (RPCError, RuntimeError):
+            # Temporal down: no close this time; the peer comes back with the churn.
+            return
+        self._closing[peer_id] = (time.monotonic(), run_id)
+        self.closes_asked[peer_id] += 1
+
+    async def _follow_closes(self, changes: list[str], actions: list) -> None:
+        """A closed channel whose run ended (SETTLED): its peer comes back (a new channel).
+        Not settled within the bound: a violation."""
+        for peer_id, (asked, run_id) in list(self._closing.items()):
+            workflow_id = ids.channel_workflow_id(HUB, peer_id, TOKEN)
+            handle = self.client.get_workflow_handle(workflow_id, run_id=run_id)
+            try:
+                description = await handle.describe()
+            except (RPCError, RuntimeError):
+                continue
+            if description.status == WorkflowExecutionStatus.COMPLETED:
+                del self._closing[peer_id]
+                self.closes_settled += 1
+                changes.append(f"={peer_id}")
+                actions.append(("+", self.stack.extra(peer_id)))
+            elif time.monotonic() - asked > self.timing.close_bound:
+                del self._closing[peer_id]
+                self._close_violations.append(
+                    Violation(
+                        f"closed channel settled within {self.timing.close_bound:.0f}s",
+                        f"{HUB}->{peer_id}",
+                        f"run {description.status.name if description.status else '?'}, "
+                        f"stage {description.typed_search_attributes.get(ids.STAGE)}",
+                    )
+                )
+                actions.append(("+", self.stack.extra(peer_id)))
 
     async def _cancel_run(self, peer_id: str) -> None:
         """Disconnect the extra peer and cancel its running channel workflow, until the run
@@ -586,6 +654,13 @@ class Soak:
         for a, b in pairs:
             address_a, address_b = addresses[a], addresses[b]
             channel_id = await tn.get_channel_id(w3, deployment, address_a, address_b)
+            counter = await tn.get_pair_counter(w3, deployment, address_a, address_b)
+            states = []
+            for number in range(counter):
+                numbered = tn.compute_channel_id(
+                    deployment.chain_id, deployment.token_network, address_a, address_b, number
+                )
+                states.append((await tn.get_channel(w3, deployment, numbered)).state.name)
             deposits, is_open = {a: 0, b: 0}, False
             if channel_id is not None:
                 channel = await tn.get_channel(w3, deployment, channel_id)
@@ -596,11 +671,13 @@ class Soak:
             found.append(
                 PairOnChain(
                     ends=(a, b),
-                    pair_counter=await tn.get_pair_counter(w3, deployment, address_a, address_b),
+                    pair_counter=counter,
                     opened_events=opened[frozenset((address_a, address_b))],
                     channel_id=channel_id,
                     is_open=is_open,
                     deposits=deposits,
+                    states=tuple(states),
+                    closes_asked=self.closes_asked[b],
                 )
             )
         return found

@@ -4,8 +4,9 @@
 and its own record of the payments it sent; each check here turns that into `Violation`s
 (none: the invariant holds).
 
-- `check_channels`: one channel per pair on-chain (pair counter and `ChannelOpened` events
-  both 1 once a side is READY, never more: the soak closes no channel), the channel open, and
+- `check_channels`: one channel per pair on-chain: pair counter = `ChannelOpened` events,
+  one channel more than the closes the soak asked for at most, every channel but the last
+  settled, none settled that the soak did not close, a READY end's channel open; and
   each depositing side's deposit `target <= deposit <= target + our latest claim`: exactly
   the target until claims use half of it, then each top-up restores the target remaining,
   so a deposit above `target + claimed` was sent twice. A side that never deposits (an
@@ -17,7 +18,7 @@ and its own record of the payments it sent; each check here turns that into `Vio
   and only the latest unacknowledged; the payee accepted only claims the payer signed, each
   once (credited amounts sum to the latest transferred amount: no claim credited twice);
   every claim the payer saw acknowledged is stored by the payee; no claim above the payer's
-  deposit on-chain.
+  deposit on the current channel.
 - `check_ledger`: for each node and peer, `balance - claims acknowledged to the peer +
   claims received from it` (the packet part of the balance) equals what the soak saw
   fulfilled across that link. A payment that was not seen fulfilled while a connector on
@@ -62,6 +63,10 @@ class PairOnChain:
     is_open: bool
     # end id -> its deposit on the pair's current channel (0 without a channel)
     deposits: Mapping[str, int]
+    # State (OPENED, CLOSED, SETTLED) of each channel the pair ever had, in opening order.
+    states: tuple[str, ...] = ()
+    # How many times the soak asked to close the pair's channel.
+    closes_asked: int = 0
 
 
 def check_channels(
@@ -77,12 +82,25 @@ def check_channels(
     found = []
     for pair in pairs:
         where = "-".join(pair.ends)
-        if pair.pair_counter > 1 or pair.opened_events > 1:
+        if pair.pair_counter > 1 + pair.closes_asked:
             found.append(
                 Violation(
                     "one channel per pair",
                     where,
-                    f"{pair.pair_counter} channels opened ({pair.opened_events} events)",
+                    f"{pair.pair_counter} channels opened, {pair.closes_asked} closed by the soak",
+                )
+            )
+        if any(state != "SETTLED" for state in pair.states[:-1]):
+            found.append(
+                Violation("one channel per pair", where, f"channel states {list(pair.states)}")
+            )
+        settled = sum(state == "SETTLED" for state in pair.states)
+        if settled > pair.closes_asked:
+            found.append(
+                Violation(
+                    "one channel per pair",
+                    where,
+                    f"{settled} channels settled, {pair.closes_asked} closed by the soak",
                 )
             )
         if pair.opened_events != pair.pair_counter:
@@ -169,7 +187,8 @@ def check_claims(
     payer_deposits: Mapping[str, int],
 ) -> list[Violation]:
     """`sent`: the payer's claims to the payee; `received`: the payee's claims from the payer;
-    `payer_deposits`: channel id -> the payer's deposit on it on-chain."""
+    `payer_deposits`: channel id -> the payer's deposit on it on-chain (the pair's current
+    channel; a settled one holds nothing any more)."""
     found = []
     where = f"{payer}->{payee}"
     sent_by_channel, received_by_channel = _by_channel(sent), _by_channel(received)
@@ -191,13 +210,11 @@ def check_claims(
             if not row.acknowledged and index != len(rows) - 1:
                 found.append(Violation("claims", here, f"#{row.nonce} unacknowledged, not last"))
             previous = row.transferred
-        if rows and rows[-1].transferred > payer_deposits.get(channel, 0):
+        deposit = payer_deposits.get(channel)
+        if rows and deposit is not None and rows[-1].transferred > deposit:
             found.append(
                 Violation(
-                    "claims",
-                    here,
-                    f"claimed {rows[-1].transferred} above the deposit "
-                    f"{payer_deposits.get(channel, 0)}",
+                    "claims", here, f"claimed {rows[-1].transferred} above the deposit {deposit}"
                 )
             )
         stored = {(row.nonce, row.transferred) for row in received_by_channel.get(channel, [])}

@@ -47,9 +47,22 @@ def test_one_channel_at_target_holds() -> None:
 
 
 def test_a_second_channel_or_a_missing_event_breaks_one_channel_per_pair() -> None:
-    assert [v.invariant for v in channels(pair(pair_counter=2, opened_events=2))] == [
-        "one channel per pair"
+    second = pair(pair_counter=2, opened_events=2, states=("OPENED", "OPENED"))
+    assert [v.detail for v in channels(second)] == [
+        "2 channels opened, 0 closed by the soak",
+        "channel states ['OPENED', 'OPENED']",
     ]
+    # A channel the soak closed and saw settled, then a new one: fine.
+    reopened = pair(pair_counter=2, opened_events=2, states=("SETTLED", "OPENED"), closes_asked=1)
+    assert channels(reopened) == []
+    # Settled without anybody closing it.
+    unasked = channels(pair(pair_counter=2, opened_events=2, states=("SETTLED", "OPENED")))
+    assert [v.detail for v in unasked] == [
+        "2 channels opened, 0 closed by the soak",
+        "1 channels settled, 0 closed by the soak",
+    ]
+    settled = channels(pair(states=("SETTLED",), channel_id=None, is_open=False))
+    assert "1 channels settled, 0 closed by the soak" in {v.detail for v in settled}
     assert channels(pair(opened_events=0))[0].detail == "pair counter 1, 0 ChannelOpened"
     closed = channels(pair(is_open=False))
     assert {v.detail for v in closed} == {
