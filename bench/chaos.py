@@ -198,8 +198,6 @@ async def run(rounds: int, seed: int, time_limit: float, workdir: Path) -> tuple
                     print(f"    VIOLATION {violation}", flush=True)
         except asyncio.CancelledError:
             print("interrupted: stopping every process", flush=True)
-        soak.report.closes_asked = sum(soak.closes_asked.values())
-        soak.report.closes_settled = soak.closes_settled
     return soak.report, time.monotonic() - began
 
 

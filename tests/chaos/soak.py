@@ -16,9 +16,10 @@ A round (seeded: the same `--seed` makes the same choices):
 4. recovery: from the restart, until every process answers and every connected peer is
    READY at both ends (extra peers that want a link have one) — the round's recovery time;
    not within `recovery_bound`: each peer still waiting is a violation;
-5. once every payment is answered: the chain, every node's balances (admin API) and claim
-   store (its ledger file, read in one transaction), the extra peers' accepted claims and
-   the soak's record of payments go through the invariant checks.
+5. once every payment is answered: every node's balances (admin API) and claim store (its
+   ledger file, read in one transaction) and the extra peers' accepted claims, read twice
+   around a read of the chain, and the soak's record of payments go through the invariant
+   checks.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from tests.chaos.soak_invariants import (
     PairOnChain,
     Payment,
     PeerState,
+    ReadTwice,
     Violation,
     check_channels,
     check_claims,
@@ -519,65 +521,36 @@ class Soak:
     # --- the books -------------------------------------------------------------------------------
 
     async def check(self) -> list[Violation]:
+        """Every invariant, on two passes over the books with the chain read in between (see
+        `ReadTwice`): the ledgers are checked on the second pass."""
         states = await self.peer_states()
         if states is None:
             return [Violation("process up", "connector/temporal", "does not answer")]
-        ledgers: dict[str, LedgerSnapshot] = {}
-        violations = []
-        for node in NODES:
-            snapshot = await self._ledger(node)
-            if snapshot is None:
-                violations.append(
-                    Violation("ledger readable", node, "admin balances never matched the file")
-                )
-                continue
-            ledgers[node] = snapshot
+        violations: list[Violation] = []
+        first = await self._books(violations)
         pairs = await self._pairs()
+        then = await self._books(violations)
         channel_of = {frozenset(pair.ends): pair.channel_id for pair in pairs}
-        deposits = {
-            (end, pair.channel_id): deposit
-            for pair in pairs
-            for end, deposit in pair.deposits.items()
-        }
-
-        def rows(node: str, peer: str, direction: str) -> list[ClaimRow]:
-            if node in ledgers:
-                return [
-                    row
-                    for row in ledgers[node].claims
-                    if row.peer_id == peer and row.direction == direction
-                ]
-            extra = self.stack.extra(node)
-            return [
-                ClaimRow(
-                    "received",
-                    HUB,
-                    a.claim.channel_id,
-                    a.claim.nonce,
-                    a.claim.transferred_amount,
-                    a.amount,
-                    True,
-                )
-                for a in extra.accepted
-            ]
-
         links = [*LINKS, *((b, a) for a, b in LINKS)]
         links += [(HUB, peer.peer_id) for peer in self.stack.extras]
         latest_sent = {}
         claims_accepted = 0
         for payer, payee in links:
-            if payer not in ledgers or (payee in NODES and payee not in ledgers):
-                continue
-            sent, received = rows(payer, payee, "sent"), rows(payee, payer, "received")
-            claims_accepted += len(received)
+            if not {payer, payee} <= set(first) & set(then):
+                continue  # a ledger that could not be read is a violation already
+            sent = ReadTwice(first[payer].rows(payee, "sent"), then[payer].rows(payee, "sent"))
+            received = ReadTwice(
+                first[payee].rows(payer, "received"), then[payee].rows(payer, "received")
+            )
+            claims_accepted += len(received.then)
             channel = channel_of.get(frozenset((payer, payee)))
             latest_sent[(payer, payee)] = max(
-                (row.transferred for row in sent if row.channel_id == channel), default=0
+                (row.transferred for row in sent.then if row.channel_id == channel), default=0
             )
             payer_deposits = {
-                channel_id: deposit
-                for (end, channel_id), deposit in deposits.items()
-                if end == payer
+                pair.channel_id: pair.deposits[payer]
+                for pair in pairs
+                if payer in pair.ends and pair.channel_id is not None
             }
             violations += check_claims(payer, payee, sent, received, payer_deposits)
         ready_ends = {
@@ -598,10 +571,11 @@ class Soak:
             for p in self.payments
         ]
         explained = 0
-        for snapshot in ledgers.values():
-            found, figures = check_ledger(snapshot, payments)
-            violations += found
-            explained += figures.explained_by_uncertain
+        for node in NODES:
+            if node in then:
+                found, figures = check_ledger(then[node].ledger, payments)
+                violations += found
+                explained += figures.explained_by_uncertain
         report = self.report
         report.claims_accepted = claims_accepted
         report.channels = sum(1 for pair in pairs if pair.channel_id is not None)
@@ -613,7 +587,37 @@ class Soak:
         )
         report.uncertain_payments = sum(p.uncertain for p in payments)
         report.link_ends_explained = explained
+        report.closes_asked = sum(self.closes_asked.values())
+        report.closes_settled = self.closes_settled
         return violations
+
+    async def _books(self, violations: list[Violation]) -> dict[str, Books]:
+        """One pass: every node's ledger snapshot, then every extra peer's accepted claims.
+        A node whose admin balances never match its file is a violation."""
+        books: dict[str, Books] = {}
+        for node in NODES:
+            snapshot = await self._ledger(node)
+            if snapshot is None:
+                violations.append(
+                    Violation("ledger readable", node, "admin balances never matched the file")
+                )
+            else:
+                books[node] = Books(snapshot, list(snapshot.claims))
+        for peer in self.stack.extras:
+            rows = [
+                ClaimRow(
+                    "received",
+                    HUB,
+                    accepted.claim.channel_id,
+                    accepted.claim.nonce,
+                    accepted.claim.transferred_amount,
+                    accepted.amount,
+                    True,
+                )
+                for accepted in list(peer.accepted)
+            ]
+            books[peer.peer_id] = Books(LedgerSnapshot(peer.peer_id, {}, rows), rows)
+        return books
 
     async def _ledger(self, node: str, attempts: int = 40) -> LedgerSnapshot | None:
         """Balances from the admin API equal to the ledger file's, with the file's claims
@@ -681,6 +685,17 @@ class Soak:
                 )
             )
         return found
+
+
+@dataclass(frozen=True)
+class Books:
+    """What one pass read of a node (or an extra peer: claims only)."""
+
+    ledger: LedgerSnapshot
+    claims: list[ClaimRow]
+
+    def rows(self, peer: str, direction: str) -> list[ClaimRow]:
+        return [row for row in self.claims if row.peer_id == peer and row.direction == direction]
 
 
 def read_ledger_file(path: Path) -> tuple[dict[str, int], list[ClaimRow]]:

@@ -18,7 +18,8 @@ and its own record of the payments it sent; each check here turns that into `Vio
   and only the latest unacknowledged; the payee accepted only claims the payer signed, each
   once (credited amounts sum to the latest transferred amount: no claim credited twice);
   every claim the payer saw acknowledged is stored by the payee; no claim above the payer's
-  deposit on the current channel.
+  deposit on the current channel. Each end is read twice (`ReadTwice`), so a claim in
+  flight between two reads is never taken for a missing one.
 - `check_ledger`: for each node and peer, `balance - claims acknowledged to the peer +
   claims received from it` (the packet part of the balance) equals what the soak saw
   fulfilled across that link. A payment that was not seen fulfilled while a connector on
@@ -179,19 +180,36 @@ class ClaimRow:
     acknowledged: bool
 
 
+@dataclass(frozen=True)
+class ReadTwice:
+    """One end's claims, read in a first pass over every end and again in a later pass.
+
+    A claim goes payer -> payee while the ends are read one after the other: comparing one
+    end's first read with the other end's later read never takes a claim in flight for a
+    missing one (the payee holds nothing the payer had not stored before it, the payer
+    sees no acknowledgement the payee had not stored before it)."""
+
+    first: Sequence[ClaimRow]
+    then: Sequence[ClaimRow]
+
+    @classmethod
+    def once(cls, rows: Sequence[ClaimRow]) -> ReadTwice:
+        return cls(rows, rows)
+
+
 def check_claims(
     payer: str,
     payee: str,
-    sent: Sequence[ClaimRow],
-    received: Sequence[ClaimRow],
+    sent: ReadTwice,
+    received: ReadTwice,
     payer_deposits: Mapping[str, int],
 ) -> list[Violation]:
     """`sent`: the payer's claims to the payee; `received`: the payee's claims from the payer;
-    `payer_deposits`: channel id -> the payer's deposit on it on-chain (the pair's current
-    channel; a settled one holds nothing any more)."""
+    `payer_deposits`: channel id -> the payer's deposit on it on-chain, read between the two
+    passes (the pair's current channel; a settled one holds nothing any more)."""
     found = []
     where = f"{payer}->{payee}"
-    sent_by_channel, received_by_channel = _by_channel(sent), _by_channel(received)
+    sent_by_channel, received_by_channel = _by_channel(sent.then), _by_channel(received.then)
     for channel, rows in sent_by_channel.items():
         here = f"{where} {channel[:10]}"
         nonces = [row.nonce for row in rows]
@@ -210,8 +228,10 @@ def check_claims(
             if not row.acknowledged and index != len(rows) - 1:
                 found.append(Violation("claims", here, f"#{row.nonce} unacknowledged, not last"))
             previous = row.transferred
+    for channel, rows in _by_channel(sent.first).items():
+        here = f"{where} {channel[:10]}"
         deposit = payer_deposits.get(channel)
-        if rows and deposit is not None and rows[-1].transferred > deposit:
+        if deposit is not None and rows[-1].transferred > deposit:
             found.append(
                 Violation(
                     "claims", here, f"claimed {rows[-1].transferred} above the deposit {deposit}"
@@ -225,13 +245,21 @@ def check_claims(
                         "claims", here, f"#{row.nonce} acknowledged but not stored by {payee}"
                     )
                 )
-    for channel, rows in received_by_channel.items():
-        here = f"{where} {channel[:10]}"
+    for channel, rows in _by_channel(received.first).items():
         signed = {(row.nonce, row.transferred) for row in sent_by_channel.get(channel, [])}
-        previous, last_nonce, credited = 0, 0, 0
         for row in rows:
             if (row.nonce, row.transferred) not in signed:
-                found.append(Violation("claims", here, f"{payee} accepted #{row.nonce} never sent"))
+                found.append(
+                    Violation(
+                        "claims",
+                        f"{where} {channel[:10]}",
+                        f"{payee} accepted #{row.nonce} never sent",
+                    )
+                )
+    for channel, rows in received_by_channel.items():
+        here = f"{where} {channel[:10]}"
+        previous, last_nonce, credited = 0, 0, 0
+        for row in rows:
             if row.nonce <= last_nonce or row.amount != row.transferred - previous:
                 found.append(
                     Violation(

@@ -9,6 +9,7 @@ from tests.chaos.soak_invariants import (
     PairOnChain,
     Payment,
     PeerState,
+    ReadTwice,
     check_channels,
     check_claims,
     check_ledger,
@@ -101,34 +102,38 @@ def claim(direction: str, nonce: int, transferred: int, amount: int, ack: bool =
     return ClaimRow(direction, "x", CHANNEL, nonce, transferred, amount, ack)  # type: ignore[arg-type]
 
 
+def claims_of(sent: list[ClaimRow], received: list[ClaimRow], deposit: int):
+    return check_claims(
+        "a", "b", ReadTwice.once(sent), ReadTwice.once(received), {CHANNEL: deposit}
+    )
+
+
 SENT = [claim("sent", 1, 100, 100), claim("sent", 2, 250, 150), claim("sent", 3, 300, 50, False)]
 RECEIVED = [claim("received", 1, 100, 100), claim("received", 2, 250, 150)]
 
 
 def test_claims_sent_once_and_accepted_once_hold() -> None:
-    assert check_claims("a", "b", SENT, RECEIVED, {CHANNEL: 1_000}) == []
+    assert claims_of(SENT, RECEIVED, 1_000) == []
     # The payee stored the last one but its acknowledgement was lost: still consistent.
     received = [*RECEIVED, claim("received", 3, 300, 50)]
-    assert check_claims("a", "b", SENT, received, {CHANNEL: 1_000}) == []
+    assert claims_of(SENT, received, 1_000) == []
 
 
 def test_a_claim_credited_twice_is_caught() -> None:
     twice = [*RECEIVED, claim("received", 3, 300, 100)]  # credited 100 for a 50 claim
-    found = check_claims("a", "b", SENT, twice, {CHANNEL: 1_000})
+    found = claims_of(SENT, twice, 1_000)
     assert [v.invariant for v in found] == ["no claim accepted twice"] * 2
 
 
 def test_a_claim_acknowledged_but_not_stored_or_never_signed_or_above_the_deposit() -> None:
-    (unstored,) = check_claims("a", "b", SENT, RECEIVED[:1], {CHANNEL: 1_000})
+    (unstored,) = claims_of(SENT, RECEIVED[:1], 1_000)
     assert unstored.detail == "#2 acknowledged but not stored by b"
     forged = [*RECEIVED, claim("received", 3, 999, 749)]
-    assert "b accepted #3 never sent" in {
-        v.detail for v in check_claims("a", "b", SENT, forged, {CHANNEL: 1_000})
-    }
-    (above,) = check_claims("a", "b", SENT, RECEIVED, {CHANNEL: 299})
+    assert "b accepted #3 never sent" in {v.detail for v in claims_of(SENT, forged, 1_000)}
+    (above,) = claims_of(SENT, RECEIVED, 299)
     assert above.detail == "claimed 300 above the deposit 299"
     gap = [claim("sent", 1, 100, 100), claim("sent", 3, 300, 200)]
-    assert check_claims("a", "b", gap, [], {CHANNEL: 1_000})[0].detail == "sent nonces [1, 3]"
+    assert claims_of(gap, [], 1_000)[0].detail == "sent nonces [1, 3]"
 
 
 def test_a_ledger_equals_packets_fulfilled_plus_claims() -> None:
@@ -161,3 +166,15 @@ def test_only_payments_in_flight_through_a_killed_connector_may_explain_a_differ
     found, _ = check_ledger(LedgerSnapshot("b", {"a": 600}), uncertain)
     assert len(found) == 1
     assert subset_sums([3, -5]) == {0, 3, -5, -2}
+
+
+def test_a_claim_in_flight_between_the_two_reads_is_not_missing() -> None:
+    # First pass: a is read (its #3 not yet signed), then b (it already accepted #3: a signed
+    # and stored it in between, b acknowledged, a has not heard back). Second pass: both have it.
+    sent_first, sent_then = SENT[:2], [*SENT[:2], claim("sent", 3, 300, 50, False)]
+    received_then = [*RECEIVED, claim("received", 3, 300, 50)]
+    sent, received = ReadTwice(sent_first, sent_then), ReadTwice(received_then, received_then)
+    assert check_claims("a", "b", sent, received, {CHANNEL: 1_000}) == []
+    # Read once, b's #3 looks accepted but never sent.
+    found = check_claims("a", "b", ReadTwice.once(sent_first), received, {CHANNEL: 1_000})
+    assert [v.detail for v in found] == ["b accepted #3 never sent"]
