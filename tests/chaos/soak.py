@@ -552,7 +552,8 @@ class Soak:
                 for pair in pairs
                 if payer in pair.ends and pair.channel_id is not None
             }
-            violations += check_claims(payer, payee, sent, received, payer_deposits)
+            returned = first[payer].rows(payee, "received")
+            violations += check_claims(payer, payee, sent, received, payer_deposits, returned)
         ready_ends = {
             (node, peer)
             for node, peers in states.items()

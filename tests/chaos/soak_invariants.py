@@ -17,8 +17,8 @@ and its own record of the payments it sent; each check here turns that into `Vio
 - `check_claims`: per channel, the payer's claims have nonces 1, 2, … with growing amounts
   and only the latest unacknowledged; the payee accepted only claims the payer signed, each
   once (credited amounts sum to the latest transferred amount: no claim credited twice);
-  every claim the payer saw acknowledged is stored by the payee; no claim above the payer's
-  deposit on the current channel. Each end is read twice (`ReadTwice`), so a claim in
+  every claim the payer saw acknowledged is stored by the payee; no claim above what the
+  payer can pay on the current channel (its deposit plus the claims it received there). Each end is read twice (`ReadTwice`), so a claim in
   flight between two reads is never taken for a missing one.
 - `check_ledger`: for each node and peer, `balance - claims acknowledged to the peer +
   claims received from it` (the packet part of the balance) equals what the soak saw
@@ -203,10 +203,13 @@ def check_claims(
     sent: ReadTwice,
     received: ReadTwice,
     payer_deposits: Mapping[str, int],
+    returned: Sequence[ClaimRow] = (),
 ) -> list[Violation]:
     """`sent`: the payer's claims to the payee; `received`: the payee's claims from the payer;
     `payer_deposits`: channel id -> the payer's deposit on it on-chain, read between the two
-    passes (the pair's current channel; a settled one holds nothing any more)."""
+    passes (the pair's current channel; a settled one holds nothing any more); `returned`:
+    the claims the payer received from the payee, first read: on a channel used both ways a
+    payer may pay with what it was paid, so it may claim up to its deposit plus those."""
     found = []
     where = f"{payer}->{payee}"
     sent_by_channel, received_by_channel = _by_channel(sent.then), _by_channel(received.then)
@@ -228,13 +231,18 @@ def check_claims(
             if not row.acknowledged and index != len(rows) - 1:
                 found.append(Violation("claims", here, f"#{row.nonce} unacknowledged, not last"))
             previous = row.transferred
+    paid_back = _by_channel(returned)
     for channel, rows in _by_channel(sent.first).items():
         here = f"{where} {channel[:10]}"
         deposit = payer_deposits.get(channel)
-        if deposit is not None and rows[-1].transferred > deposit:
+        back = paid_back[channel][-1].transferred if channel in paid_back else 0
+        if deposit is not None and rows[-1].transferred > deposit + back:
             found.append(
                 Violation(
-                    "claims", here, f"claimed {rows[-1].transferred} above the deposit {deposit}"
+                    "claims",
+                    here,
+                    f"claimed {rows[-1].transferred} above the deposit {deposit} + {back} "
+                    f"received from {payee}",
                 )
             )
         stored = {(row.nonce, row.transferred) for row in received_by_channel.get(channel, [])}

@@ -131,7 +131,11 @@ def test_a_claim_acknowledged_but_not_stored_or_never_signed_or_above_the_deposi
     forged = [*RECEIVED, claim("received", 3, 999, 749)]
     assert "b accepted #3 never sent" in {v.detail for v in claims_of(SENT, forged, 1_000)}
     (above,) = claims_of(SENT, RECEIVED, 299)
-    assert above.detail == "claimed 300 above the deposit 299"
+    assert above.detail == "claimed 300 above the deposit 299 + 0 received from b"
+    # Paid back on the same channel: a may pay with what b paid it.
+    returned = [ClaimRow("received", "b", CHANNEL, 1, 1, 1, True)]
+    sent, received = ReadTwice.once(SENT), ReadTwice.once(RECEIVED)
+    assert check_claims("a", "b", sent, received, {CHANNEL: 299}, returned) == []
     gap = [claim("sent", 1, 100, 100), claim("sent", 3, 300, 200)]
     assert claims_of(gap, [], 1_000)[0].detail == "sent nonces [1, 3]"
 
