@@ -87,6 +87,8 @@ MAX_HISTORY_EVENTS = 2_000
 # Runs that reached READY before channel keeping existed never arm the keeper timer (their
 # histories have none); every new run does.
 PATCH_KEEPER = "channel-keeper-timer"
+# Reads carry the send sequence they were asked for at, so a stale one sends nothing twice.
+PATCH_STALE_READS = "channel-reads-know-their-sends"
 # How long the partner's connector has to sign a cooperative settle before the close goes
 # unilateral.
 COOPERATIVE_ANSWER_TIMEOUT = timedelta(seconds=30)
@@ -266,6 +268,7 @@ class ChannelWorkflow:
         state, params = self._state, self._params
         assert state.channel is not None and state.peer_address is not None
         channel_id = state.channel.channel_id
+        sends_before = state.send_sequence if workflow.patched(PATCH_STALE_READS) else None
         try:
             chain, claims = await asyncio.gather(
                 workflow.execute_activity(
@@ -294,7 +297,9 @@ class ChannelWorkflow:
             self._read_failed = True
             return None
         self._read_failed = False
-        return ChainChannelRead(now=workflow.now().timestamp(), chain=chain, claims=claims)
+        return ChainChannelRead(
+            now=workflow.now().timestamp(), chain=chain, claims=claims, sends_before=sends_before
+        )
 
     async def _cooperative(self, terms: CooperativeTerms) -> Change:
         """Sign the final balances, then ask the partner (through our connector's BTP link)

@@ -137,11 +137,13 @@ class ClaimsRead:
 
 @dataclass(frozen=True)
 class ChainChannelRead:
-    """Chain and claims read together; `now` is the workflow clock when they were read."""
+    """Chain and claims read together; `now` is the workflow clock when they were read.
+    `sends_before` is the state's send sequence when the read was asked for (None: unknown)."""
 
     now: float
     chain: OnChainChannel
     claims: ClaimsRead
+    sends_before: int | None = None
 
 
 @dataclass(frozen=True)

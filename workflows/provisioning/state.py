@@ -102,6 +102,9 @@ class CloseRequest:
     reason: str
     # A cooperative settle was asked for once; on refusal or revert the close is unilateral.
     cooperative_tried: bool = False
+    # Its answer has not come back yet: a chain read meanwhile (one already queued when the
+    # close began) must not decide a unilateral close under the partner's signature.
+    awaiting_partner: bool = False
 
 
 @dataclass(frozen=True)

@@ -241,6 +241,10 @@ def _on_channel_read(change: ChainChannelRead, state: ProvisioningState) -> Tran
         return Transition(state)
     if chain.channel_id.lower() != state.channel.channel_id.lower():
         return Transition(state)
+    if change.sends_before is not None and change.sends_before < state.send_sequence:
+        # Asked for before our latest send was decided (queued behind a signal): it cannot
+        # show that send, and acting on it would send the same thing again.
+        return Transition(state)
     match chain.phase:
         case ChannelPhase.SETTLED:
             return _settled(state, chain)
@@ -266,6 +270,7 @@ def _on_cooperative_signatures(
 ) -> Transition:
     if state.stage is not Stage.CLOSING or state.channel is None:
         return Transition(state)
+    state = _answered(state)
     terms = CooperativeTerms(
         our_balance=change.our_balance,
         their_balance=change.their_balance,
@@ -289,7 +294,7 @@ def _on_cooperative_refusal(
         return Transition(state)
     reason = f"cooperative settle refused: {change.reason}"
     return Transition(
-        replace(state, last_error=reason),
+        replace(_answered(state), last_error=reason),
         (EmitTelemetry(COOPERATIVE_SETTLE_REFUSED, change.reason), ReadChannel()),
     )
 
@@ -378,16 +383,29 @@ def _closing(state: ProvisioningState, request: CloseRequest) -> Transition:
     )
 
 
+def _answered(state: ProvisioningState) -> ProvisioningState:
+    request = state.closing
+    if request is None or not request.awaiting_partner:
+        return state
+    return replace(state, closing=replace(request, awaiting_partner=False))
+
+
 def _close_open_channel(state: ProvisioningState, read: ChainChannelRead) -> Transition:
     """CLOSING and still open on-chain: ask for a cooperative settle once, else close with
     the best claim the partner signed (nothing received: a proof-less close)."""
     request = state.closing or CloseRequest(cooperative=False, reason="operator")
+    if request.awaiting_partner:
+        return Transition(state)  # the answer decides, not a read queued before it
     if request.cooperative and not request.cooperative_tried:
-        asking = replace(state, closing=replace(request, cooperative_tried=True))
         terms = keeping.cooperative_terms(read.chain, read.claims)
         if terms is not None:
-            return Transition(asking, (RequestCooperativeSettle(terms),))
-        state = replace(asking, last_error="claims do not fit the channel: closing unilaterally")
+            asked = replace(request, cooperative_tried=True, awaiting_partner=True)
+            return Transition(replace(state, closing=asked), (RequestCooperativeSettle(terms),))
+        state = replace(
+            state,
+            closing=replace(request, cooperative_tried=True),
+            last_error="claims do not fit the channel: closing unilaterally",
+        )
     if state.reverted_sends >= MAX_REVERTED_SENDS:
         return Transition(state)  # until `close` asks again
     intent = TxIntent(

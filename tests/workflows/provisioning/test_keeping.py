@@ -454,3 +454,43 @@ def test_reads_outside_the_keeping_stages_are_ignored() -> None:
     for stage in (Stage.CHECKING_BALANCES, Stage.FAILED, Stage.SETTLED):
         state = ready(stage=stage)
         assert transition(state, read(onchain(ChannelPhase.CLOSED))).state == state
+
+
+def test_a_read_queued_before_the_cooperative_answer_does_not_close_unilaterally() -> None:
+    # The close signal arrived while a keeper read was in flight: that read is processed
+    # after the close's own read asked the partner, before the partner's answer (CI flake:
+    # the channel was closed unilaterally under a partner that had just signed).
+    closing = transition(ready(), ActionClose(cooperative=True)).state
+    asked = transition(closing, read(sent=claim(3, 30), received=claim(6, 45)))
+    assert asked.commands == (RequestCooperativeSettle(CooperativeTerms(115, 85)),)
+    queued = transition(asked.state, read(sent=claim(3, 30), received=claim(6, 45)))
+    assert queued.commands == () and queued.state == asked.state
+    signed = transition(
+        queued.state, ReceiveCooperativeSignatures(115, 85, "0x" + "01" * 65, "0x" + "02" * 65)
+    )
+    assert [i.kind for i in only_send(signed.commands).intents] == [SendKind.COOPERATIVE_SETTLE]
+    assert signed.state.closing is not None and not signed.state.closing.awaiting_partner
+
+
+def test_after_a_refusal_reads_close_unilaterally_again() -> None:
+    closing = transition(ready(), ActionClose(cooperative=True)).state
+    asked = transition(closing, read()).state
+    refused = transition(asked, ReceiveCooperativeRefusal("declined")).state
+    step = transition(refused, read())
+    assert only_send(step.commands).intents[0].kind is SendKind.CLOSE_CHANNEL
+
+
+def test_a_read_asked_for_before_our_close_was_sent_sends_nothing_again() -> None:
+    # The close signal arrived while a keeper read was in flight; that read (asked for at
+    # send sequence 0) is processed after the close was sent on the close's own read.
+    closing = transition(ready(), ActionClose()).state
+    first = transition(closing, replace(read(received=claim(2, 5)), sends_before=0))
+    assert only_send(first.commands).intents[0].kind is SendKind.CLOSE_CHANNEL
+    stale = transition(first.state, replace(read(received=claim(2, 5)), sends_before=0))
+    assert stale.commands == () and stale.state == first.state
+    closed = onchain(ChannelPhase.CLOSED, block=10, closed_by_us=True, settle_block=50)
+    fresh = transition(
+        transition(first.state, ChainSendsMined()).state,
+        replace(read(closed), sends_before=first.state.send_sequence),
+    )
+    assert fresh.state.stage is Stage.SETTLE_WINDOW
