@@ -152,7 +152,7 @@ async def _rpc(url: str, method: str, params: list | None = None, timeout: float
 
 
 class AnvilProcess(ChildProcess):
-    def __init__(self, port: int, state_file: Path, log_file: Path, *, block_time: bool) -> None:
+    def __init__(self, port: int, state_file: Path, log_file: Path) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.state_file = state_file
@@ -161,8 +161,6 @@ class AnvilProcess(ChildProcess):
             *("--host", "127.0.0.1", "--port", str(port), "--accounts", str(len(ANVIL_KEYS))),
             *("--silent", "--state", str(state_file)),
         ]
-        if block_time:
-            argv += ["--block-time", str(BLOCK_TIME)]
         super().__init__("anvil", argv, log_file)
 
     async def start(self) -> float:
@@ -170,6 +168,13 @@ class AnvilProcess(ChildProcess):
         self.spawn()
         await _until(self._answers, "anvil", self)
         return time.monotonic() - began
+
+    async def mine_every_block_time(self) -> None:
+        """From now on (and in every later start) a block every BLOCK_TIME seconds."""
+        await _rpc(self.url, "evm_setAutomine", [False])
+        await _rpc(self.url, "evm_setIntervalMining", [BLOCK_TIME])
+        if "--block-time" not in self._argv:
+            self._argv += ["--block-time", str(BLOCK_TIME)]
 
     async def _answers(self) -> bool:
         try:
@@ -290,9 +295,9 @@ class WorkerProcess(ChildProcess):
         )
 
     async def start(self) -> float:
+        """Spawn it; it polls once connected (waiting for Temporal if need be), and the
+        soak's recovery check waits for the work it does."""
         self.spawn()
-        # It polls once connected; the soak's recovery check waits for the work it does.
-        await asyncio.sleep(0)
         return 0.0
 
 
@@ -397,7 +402,7 @@ async def soak_stack(workdir: Path) -> AsyncIterator[SoakStack]:
         temporal = TemporalProcess(free_port(), db_file, logs / "temporal.log")
         stack.callback(temporal.stop)
         # The contracts go in at automine speed; every later start mines a block a second.
-        anvil = AnvilProcess(free_port(), state_file, logs / "anvil.log", block_time=False)
+        anvil = AnvilProcess(free_port(), state_file, logs / "anvil.log")
         stack.callback(anvil.stop)
         await asyncio.gather(temporal.start(), anvil.start())
         w3 = AsyncWeb3(AsyncHTTPProvider(anvil.url))
@@ -413,10 +418,7 @@ async def soak_stack(workdir: Path) -> AsyncIterator[SoakStack]:
             eth_wei=0,
             m2m_wei=M2M_PER_WALLET,
         )
-        await w3.provider.make_request("evm_setAutomine", [False])
-        await w3.provider.make_request("evm_setIntervalMining", [BLOCK_TIME])
-        # Restarts pass --block-time themselves.
-        anvil._argv += ["--block-time", str(BLOCK_TIME)]
+        await anvil.mine_every_block_time()
         deployment_file = workdir / "deployment.json"
         write_deployment(deployment_file, deployment)
 
