@@ -5,13 +5,16 @@ The dev server registers NodeId, PeerId, Stage and ChannelId itself, so the list
 docs/operations.md work; each workflow carries a memo with the peer's address and token; the
 `status` query is a readable document. Headless Chromium then opens the UI's workflow list
 filtered by a search attribute, checks the rendered page lists exactly the node's channel
-workflows, and saves the screenshot the README shows (docs/temporal-ui.png).
+workflows, and takes a screenshot; with PAYCHAN_UPDATE_SCREENSHOT=1 it replaces the one the
+README shows (docs/temporal-ui.png), so a test run leaves the work tree as it found it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import shutil
 import struct
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -76,6 +79,7 @@ async def test_ui_lists_provisioning_filtered_by_search_attribute_and_screenshot
     anvil_w3: AsyncWeb3,
     deployment: Deployment,
     new_account: Callable[..., Awaitable[LocalAccount]],
+    tmp_path: Path,
 ) -> None:
     assert ui_server.ui_url is not None
     client = await Client.connect(ui_server.target, data_converter=pydantic_data_converter)
@@ -137,6 +141,8 @@ async def test_ui_lists_provisioning_filtered_by_search_attribute_and_screenshot
         # The list's own count of what the filter matched.
         assert re.search(r'data-testid="workflow-count">\s*3\s*<', dom)
 
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        await screenshot(url, str(SCREENSHOT), width=1400, height=520)
-        assert png_size(SCREENSHOT) == (1400, 520)
+        shot = tmp_path / "temporal-ui.png"
+        await screenshot(url, str(shot), width=1400, height=520)
+        assert png_size(shot) == (1400, 520)
+        if os.environ.get("PAYCHAN_UPDATE_SCREENSHOT") == "1":
+            shutil.copyfile(shot, SCREENSHOT)
