@@ -29,7 +29,7 @@ from workflows.messages import (
     SettlementReady,
 )
 from workflows.provisioning.changes import ClaimsRead
-from workflows.provisioning.state import SignedClaim
+from workflows.provisioning.state import SignedClaim, Stage
 
 log = structlog.get_logger(__name__)
 
@@ -53,17 +53,25 @@ class CooperativeSettler(Protocol):
     async def request(self, request: CooperativeSettleRequest) -> CooperativeSettleAnswer: ...
 
 
+class PayoutReconciler(Protocol):
+    """Brings the ledger to a settled channel's payout (`connector.payout`)."""
+
+    async def reconcile(self, closing: ChannelClosing) -> None: ...
+
+
 class ConnectorActivities:
     def __init__(
         self,
         registry: ChannelRegistry,
         claims: ClaimReader | None = None,
         cooperative: CooperativeSettler | None = None,
+        payouts: PayoutReconciler | None = None,
     ) -> None:
         self._registry = registry
-        # Both may be given after construction, once the node runs (connector/node_command.py).
+        # These may be given after construction, once the node runs (connector/node_command.py).
         self.claims = claims
         self.cooperative = cooperative
+        self.payouts = payouts
 
     @activity.defn(name=ids.MARK_SETTLEMENT_READY)
     async def mark_settlement_ready(self, ready: SettlementReady) -> None:
@@ -84,22 +92,27 @@ class ConnectorActivities:
 
     @activity.defn(name=ids.MARK_CHANNEL_CLOSING)
     async def mark_channel_closing(self, closing: ChannelClosing) -> None:
-        """Record that the peer's channel is closing (settlement stops using it) or settled.
-        Safe to retry: it sets the view's stage; a view of a newer channel is left alone."""
-        if not self._registry.mark_closing(closing.peer_id, closing.channel_id, closing.stage):
-            return
-        payout = closing.payout
-        where = {"peerId": closing.peer_id, "channelId": closing.channel_id}
-        if payout is None:
-            log.info("CHANNEL_CLOSING", stage=closing.stage, **where)
-        else:
-            log.info(
-                "CHANNEL_SETTLED",
-                ourPayout=payout.our_amount,
-                theirPayout=payout.their_amount,
-                cooperative=payout.cooperative,
-                **where,
-            )
+        """Record that the peer's channel is closing (settlement stops using it) or settled;
+        once settled, the peer's balance is brought to what the payout moved.
+        Safe to retry: it sets the view's stage (a view of a newer channel is left alone),
+        and a channel's payout is reconciled once."""
+        if self._registry.mark_closing(closing.peer_id, closing.channel_id, closing.stage):
+            payout = closing.payout
+            where = {"peerId": closing.peer_id, "channelId": closing.channel_id}
+            if payout is None:
+                log.info("CHANNEL_CLOSING", stage=closing.stage, **where)
+            else:
+                log.info(
+                    "CHANNEL_SETTLED",
+                    ourPayout=payout.our_amount,
+                    theirPayout=payout.their_amount,
+                    cooperative=payout.cooperative,
+                    **where,
+                )
+        # Not only on news: a connector restarted after the settle rebuilds its view as
+        # SETTLED already, and the payout still has to reach its ledger.
+        if closing.stage == Stage.SETTLED and self.payouts is not None:
+            await self.payouts.reconcile(closing)
 
     @activity.defn(name=ids.READ_CHANNEL_CLAIMS)
     async def read_channel_claims(self, request: ReadClaimsInput) -> ClaimsRead:

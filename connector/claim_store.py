@@ -9,6 +9,11 @@ exact across crashes:
                                          peer's balance land in one transaction
     record_received(peer, claim, amount) the claim and the credit of `amount` land in one
                                          transaction, before the acknowledgement goes out
+    record_payout(peer, channel, ...)    the channel settled: the ledger is brought to what
+                                         moved on-chain (connector.payout) and a claim still
+                                         waiting for its acknowledgement is resolved (used
+                                         on-chain: acknowledged and credited; not: void), with
+                                         the payout, in one transaction, once per channel
 
 so a restarted node never credits a claim twice, never holds a credited claim it did not
 record, and finds any claim it sent without an acknowledgement (`pending_sent`), to send the
@@ -37,6 +42,9 @@ log = structlog.get_logger(__name__)
 
 Direction = Literal["sent", "received"]
 
+# The `acknowledged` column of a sent claim.
+_WAITING, _ACKNOWLEDGED, _VOID = 0, 1, 2
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (
     direction          TEXT NOT NULL,  -- 'sent' (we signed it) or 'received' (the peer did)
@@ -46,10 +54,24 @@ CREATE TABLE IF NOT EXISTS claims (
     transferred_amount TEXT NOT NULL,  -- decimal, cumulative over the channel
     amount             TEXT NOT NULL,  -- decimal: what this claim adds to the previous one
     claim              TEXT NOT NULL,  -- the claim's JSON, as sent or received
-    acknowledged       INTEGER NOT NULL,
+    acknowledged       INTEGER NOT NULL,  -- 0 waiting, 1 acknowledged (credited),
+                                          -- 2 void: its channel settled without it
     recorded_at        REAL NOT NULL,
     acknowledged_at    REAL,
     PRIMARY KEY (direction, peer_id, channel_id, nonce)
+) WITHOUT ROWID
+"""
+_PAYOUTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS channel_payouts (
+    peer_id      TEXT NOT NULL,
+    channel_id   TEXT NOT NULL,
+    our_payout   TEXT NOT NULL,  -- decimal: what the settle paid us
+    their_payout TEXT NOT NULL,  -- decimal: what it paid the peer
+    cooperative  INTEGER NOT NULL,
+    paid_to_peer TEXT NOT NULL,  -- decimal, signed: value that moved to the peer, net
+    adjustment   TEXT NOT NULL,  -- decimal, signed: what the ledger was corrected by
+    recorded_at  REAL NOT NULL,
+    PRIMARY KEY (peer_id, channel_id)
 ) WITHOUT ROWID
 """
 # Neither statement can fail on a repeat, so a journal entry can never poison a ledger batch.
@@ -62,6 +84,15 @@ _ACKNOWLEDGE = (
     "UPDATE claims SET acknowledged = 1, acknowledged_at = ?"
     " WHERE direction = 'sent' AND peer_id = ? AND channel_id = ? AND nonce = ?"
 )
+_VOID_CLAIM = (
+    "UPDATE claims SET acknowledged = 2, acknowledged_at = ?"
+    " WHERE direction = 'sent' AND peer_id = ? AND channel_id = ? AND nonce = ?"
+)
+_INSERT_PAYOUT = (
+    "INSERT INTO channel_payouts (peer_id, channel_id, our_payout, their_payout, cooperative,"
+    " paid_to_peer, adjustment, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT DO NOTHING"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +104,8 @@ class StoredClaim:
     amount: int
     acknowledged: bool
     recorded_at: float
+    # A sent claim its channel settled without (never acknowledged, not used on-chain).
+    void: bool = False
 
     @property
     def channel_id(self) -> str:
@@ -96,6 +129,21 @@ class ClaimSummary:
     received: StoredClaim | None
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelPayout:
+    """A settled channel as the ledger took it: the settle event's payout, the value that
+    moved to the peer net of what it paid us (negative: to us), and the correction the
+    ledger needed to agree with it (connector.payout)."""
+
+    peer_id: str
+    channel_id: str
+    our_payout: int
+    their_payout: int
+    cooperative: bool
+    paid_to_peer: int
+    adjustment: int
+
+
 _Key = tuple[str, str]  # (peer id, channel id)
 
 
@@ -108,6 +156,7 @@ class ClaimIndex:
         self._received: dict[_Key, StoredClaim] = {}
         self._pending: dict[_Key, StoredClaim] = {}
         self._latest_channel: dict[str, str] = {}
+        self._payouts: set[_Key] = set()
         for stored in sorted(rows, key=lambda row: (row.recorded_at, row.nonce)):
             self._remember(stored)
 
@@ -133,6 +182,10 @@ class ClaimIndex:
         waiting = [claim for (peer, _), claim in self._pending.items() if peer == peer_id]
         return max(waiting, key=lambda claim: claim.recorded_at, default=None)
 
+    def has_payout(self, peer_id: str, channel_id: str) -> bool:
+        """The channel's settlement has been reconciled with the ledger (`record_payout`)."""
+        return (peer_id, _normal(channel_id)) in self._payouts
+
     def peers_with_pending(self) -> list[str]:
         return sorted({peer_id for peer_id, _ in self._pending})
 
@@ -152,8 +205,9 @@ class ClaimIndex:
             _keep_highest(self._received, key, stored)
             return
         _keep_highest(self._sent, key, stored)
-        if stored.acknowledged:
-            _keep_highest(self._acknowledged, key, stored)
+        if stored.acknowledged or stored.void:
+            if stored.acknowledged:
+                _keep_highest(self._acknowledged, key, stored)
             pending = self._pending.get(key)
             if pending is not None and pending.claim == stored.claim:
                 del self._pending[key]
@@ -170,15 +224,19 @@ class ClaimStore(ClaimIndex):
 
     @classmethod
     def open(cls, path: str | Path, ledger: BalanceLedger) -> ClaimStore:
-        """Create the table in the ledger file if needed and load what it holds."""
+        """Create the tables in the ledger file if needed and load what they hold."""
         connection = sqlite3.connect(path, timeout=10.0)
         try:
             with connection:
                 connection.execute(_SCHEMA)
+                connection.execute(_PAYOUTS_SCHEMA)
             rows = _read_rows(connection)
+            payouts = connection.execute("SELECT peer_id, channel_id FROM channel_payouts")
+            settled = {(peer_id, _normal(channel_id)) for peer_id, channel_id in payouts}
         finally:
             connection.close()
         store = cls(ledger, rows)
+        store._payouts = settled
         log.info(
             "CLAIM_STORE_OPENED",
             path=str(path),
@@ -198,8 +256,19 @@ class ClaimStore(ClaimIndex):
         await self._ledger.write_journal([_insert(stored)])
         return stored
 
-    async def record_acknowledged(self, sent: StoredClaim) -> StoredClaim:
-        """The peer acknowledged `sent`: we owe it `sent.amount` less, in the same write."""
+    async def record_acknowledged(self, sent: StoredClaim) -> StoredClaim | None:
+        """The peer acknowledged `sent`: we owe it `sent.amount` less, in the same write.
+        None, and no credit, when `sent` is no longer waiting: its channel settled meanwhile
+        and `record_payout` already resolved it against what moved on-chain."""
+        pending = self._pending.get((sent.peer_id, sent.channel_id))
+        if pending is None or pending.claim != sent.claim:
+            log.warning(
+                "CLAIM_ACK_AFTER_SETTLE",
+                peerId=sent.peer_id,
+                channelId=sent.channel_id,
+                nonce=str(sent.nonce),
+            )
+            return None
         acknowledged = replace(sent, acknowledged=True)
         self._remember(acknowledged)
         await self._ledger.apply_outgoing_settlement(
@@ -215,6 +284,46 @@ class ClaimStore(ClaimIndex):
         self._remember(stored)
         await self._ledger.apply_incoming_settlement(peer_id, amount, [_insert(stored)])
         return stored
+
+    async def record_payout(self, payout: ChannelPayout, pending_used: bool) -> bool:
+        """The channel settled: correct the peer's balance by `payout.adjustment` (positive:
+        more moved to the peer than its balance counted), and resolve the claim still waiting
+        on the channel, if any: acknowledged when `pending_used`, else void. One write with
+        the payout row; False (nothing written) when the channel was already recorded."""
+        peer_id, channel_id = payout.peer_id, _normal(payout.channel_id)
+        key = (peer_id, channel_id)
+        if key in self._payouts:
+            return False
+        self._payouts.add(key)
+        now = time.time()
+        journal: list[JournalEntry] = [
+            (
+                _INSERT_PAYOUT,
+                (
+                    peer_id,
+                    channel_id,
+                    str(payout.our_payout),
+                    str(payout.their_payout),
+                    int(payout.cooperative),
+                    str(payout.paid_to_peer),
+                    str(payout.adjustment),
+                    now,
+                ),
+            )
+        ]
+        pending = self._pending.get(key)
+        if pending is not None:
+            resolved = replace(pending, acknowledged=pending_used, void=not pending_used)
+            self._remember(resolved)
+            statement = _ACKNOWLEDGE if pending_used else _VOID_CLAIM
+            journal.append((statement, (now, peer_id, channel_id, str(pending.nonce))))
+        if payout.adjustment > 0:
+            await self._ledger.apply_outgoing_settlement(peer_id, payout.adjustment, journal)
+        elif payout.adjustment < 0:
+            await self._ledger.apply_incoming_settlement(peer_id, -payout.adjustment, journal)
+        else:
+            await self._ledger.write_journal(journal)
+        return True
 
 
 def read_claims(path: str | Path) -> ClaimIndex:
@@ -239,8 +348,9 @@ def _read_rows(connection: sqlite3.Connection) -> list[StoredClaim]:
             peer_id=peer_id,
             claim=Claim.model_validate_json(claim),
             amount=int(amount),
-            acknowledged=bool(acknowledged),
+            acknowledged=acknowledged == _ACKNOWLEDGED,
             recorded_at=recorded_at,
+            void=acknowledged == _VOID,
         )
         for direction, peer_id, claim, amount, acknowledged, recorded_at in connection.execute(
             "SELECT direction, peer_id, claim, amount, acknowledged, recorded_at FROM claims"
@@ -265,7 +375,7 @@ def _insert(stored: StoredClaim) -> JournalEntry:
             str(stored.transferred_amount),
             str(stored.amount),
             stored.claim.to_json().decode(),
-            int(stored.acknowledged),
+            _ACKNOWLEDGED if stored.acknowledged else _WAITING,
             stored.recorded_at,
             stored.recorded_at if stored.acknowledged else None,
         ),

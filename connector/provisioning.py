@@ -17,10 +17,12 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.connector import ConnectorActivities, CooperativeSettler
+from connector.chain_view import ChannelChainView
 from connector.channels import ChannelProvisioner, ChannelRegistry
 from connector.claim_store import ClaimStore
 from connector.config import NodeConfig
 from connector.metrics import StageTimer
+from connector.payout import PayoutReconciler
 from worker.run import (
     ChainContext,
     build_workers,
@@ -148,7 +150,15 @@ class ProvisioningRuntime:
         config = self.config
         chain = self._chain = await chain_context_from_config(config)
         self._client = await connect_temporal(config.temporal)
-        connector = ConnectorActivities(self.registry, self.claims, self.cooperative)
+        # A settled channel's payout is reconciled with the claims and the ledger they hold.
+        payouts = (
+            PayoutReconciler(
+                self.claims, ChannelChainView(chain.web3, chain.deployment), chain.account.address
+            )
+            if self.claims is not None
+            else None
+        )
+        connector = ConnectorActivities(self.registry, self.claims, self.cooperative, payouts)
         if config.temporal.run_worker:
             self._workers = build_workers(self._client, chain, connector)
         else:

@@ -252,7 +252,8 @@ class SettlementService:
         stale = store.pending_sent(peer_id)
         if stale is not None and peer_id not in self._stale_reported:
             # Sent on a channel that is no longer the peer's: its fate is the close's (the
-            # peer may have used it on-chain); it no longer blocks claims on the new channel.
+            # peer may have used it on-chain: connector.payout resolves it against the payout
+            # when the channel settles); it no longer blocks claims on the new channel.
             self._stale_reported.add(peer_id)
             log.warning(
                 "CLAIM_PENDING_ON_OLD_CHANNEL",
@@ -353,7 +354,8 @@ class SettlementService:
         if ack is None or not ack.acknowledges(claim):
             log.warning("CLAIM_ACK_INVALID", peerId=peer_id, nonce=str(claim.nonce))
             return _Step.LATER
-        await self.store.record_acknowledged(stored)
+        if await self.store.record_acknowledged(stored) is None:
+            return _Step.AGAIN  # its channel settled meanwhile: the payout decided its fate
         metrics.CLAIMED_AMOUNT.labels(self._node_id, peer_id, "sent").set(claim.transferred_amount)
         log.info(
             "CLAIM_ACKNOWLEDGED",

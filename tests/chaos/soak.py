@@ -25,10 +25,11 @@ A round (seeded: the same `--seed` makes the same choices):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sqlite3
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -627,13 +628,15 @@ class Soak:
         for _ in range(attempts):
             before = await connector.balances(self.stack.session)
             try:
-                on_disk, claims = await asyncio.to_thread(read_ledger_file, connector.ledger_path)
+                on_disk, claims, adjustments = await asyncio.to_thread(
+                    read_ledger_file, connector.ledger_path
+                )
             except sqlite3.Error:
-                on_disk, claims = None, []
+                on_disk, claims, adjustments = None, [], {}
             after = await connector.balances(self.stack.session)
             if before is not None and before == after and on_disk is not None:
                 if all(on_disk.get(peer, 0) == balance for peer, balance in before.items()):
-                    return LedgerSnapshot(node, before, claims)
+                    return LedgerSnapshot(node, before, claims, adjustments)
             await asyncio.sleep(0.25)
         return None
 
@@ -699,8 +702,9 @@ class Books:
         return [row for row in self.claims if row.peer_id == peer and row.direction == direction]
 
 
-def read_ledger_file(path: Path) -> tuple[dict[str, int], list[ClaimRow]]:
-    """Balances and claims of a node's ledger file, read-only, in one transaction."""
+def read_ledger_file(path: Path) -> tuple[dict[str, int], list[ClaimRow], dict[str, int]]:
+    """Balances, claims and settled-payout corrections (per peer) of a node's ledger file,
+    read-only, in one transaction."""
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
     try:
         connection.execute("BEGIN")
@@ -716,7 +720,7 @@ def read_ledger_file(path: Path) -> tuple[dict[str, int], list[ClaimRow]]:
                 nonce=int(nonce),
                 transferred=int(transferred),
                 amount=int(amount),
-                acknowledged=bool(acknowledged),
+                acknowledged=acknowledged == 1,  # 2: void, its channel settled without it
             )
             for direction, peer_id, channel_id, nonce, transferred, amount, acknowledged in (
                 connection.execute(
@@ -725,7 +729,13 @@ def read_ledger_file(path: Path) -> tuple[dict[str, int], list[ClaimRow]]:
                 )
             )
         ]
+        adjustments: dict[str, int] = defaultdict(int)
+        with contextlib.suppress(sqlite3.OperationalError):  # no channel settled yet
+            for peer, adjustment in connection.execute(
+                "SELECT peer_id, adjustment FROM channel_payouts"
+            ):
+                adjustments[peer] += int(adjustment)
         connection.execute("COMMIT")
     finally:
         connection.close()
-    return balances, claims
+    return balances, claims, dict(adjustments)

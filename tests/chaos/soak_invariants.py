@@ -21,7 +21,8 @@ and its own record of the payments it sent; each check here turns that into `Vio
   payer can pay on the current channel (its deposit plus the claims it received there). Each end is read twice (`ReadTwice`), so a claim in
   flight between two reads is never taken for a missing one.
 - `check_ledger`: for each node and peer, `balance - claims acknowledged to the peer +
-  claims received from it` (the packet part of the balance) equals what the soak saw
+  claims received from it - corrections at settlement (connector.payout)` (the packet
+  part of the balance) equals what the soak saw
   fulfilled across that link. A payment that was not seen fulfilled while a connector on
   its path was killed may have been committed at one end of a link and not the other (the
   ILP risk of a crash mid-packet); those amounts may explain a difference, each at most
@@ -316,6 +317,8 @@ class LedgerSnapshot:
     node_id: str
     balances: Mapping[str, int]  # peer id -> balance (positive: the peer owes the node)
     claims: Sequence[ClaimRow] = field(default_factory=tuple)
+    # peer id -> what settled channels corrected its balance by (connector.payout)
+    adjustments: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -342,7 +345,7 @@ def check_ledger(
             for row in ledger.claims
             if row.peer_id == peer and row.direction == "received"
         )
-        packets = balance - acknowledged + received
+        packets = balance - acknowledged + received - ledger.adjustments.get(peer, 0)
         expected, uncertain = 0, []
         for payment in payments:
             for payer, payee in payment.hops:

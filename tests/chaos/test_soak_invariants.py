@@ -156,6 +156,9 @@ def test_a_ledger_equals_packets_fulfilled_plus_claims() -> None:
     assert check_ledger(books, payments) == ([], check_ledger(books, payments)[1])
     found, _ = check_ledger(LedgerSnapshot("b", {"a": 20, "c": -30}, claims), payments)
     assert [(v.where, v.invariant) for v in found] == [("b[c]", "ledger = fulfilled - claims")]
+    # c's channel settled with the unacknowledged claim used: its 10 corrected the balance.
+    settled = LedgerSnapshot("b", {"a": 20, "c": -10}, claims, {"c": 10})
+    assert check_ledger(settled, payments)[0] == []
 
 
 def test_only_payments_in_flight_through_a_killed_connector_may_explain_a_difference() -> None:

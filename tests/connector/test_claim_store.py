@@ -10,7 +10,7 @@ import pytest
 from eth_account import Account
 
 from connector.balances import AccountLimits, BalanceLedger
-from connector.claim_store import ClaimStore, read_claims
+from connector.claim_store import ChannelPayout, ClaimStore, read_claims
 from connector.claims import ClaimDomain, ClaimSigner
 
 LIMITS = {"bob": AccountLimits(credit_limit=10**12, settlement_threshold=1_000)}
@@ -164,5 +164,69 @@ async def test_a_claim_pending_on_an_old_channel_does_not_block_the_new_one(
         await store.record_acknowledged(new)
         assert store.pending_sent("bob") == old
         assert store.peers_with_pending() == ["bob"]
+    finally:
+        await ledger.close()
+
+
+def payout(adjustment: int, channel_id: str = CHANNEL) -> ChannelPayout:
+    return ChannelPayout("bob", channel_id, 9_000, 1_000, False, 1_000, adjustment)
+
+
+async def test_a_settled_channel_credits_its_pending_claim_once_and_a_late_ack_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    ledger, store = await opened(path)
+    await ledger.record_outgoing("bob", 3_000)
+    first = await store.record_sent("bob", OURS.sign(DOMAIN, CHANNEL, 1, 1_000), 1_000)
+    await store.record_acknowledged(first)
+    pending = await store.record_sent("bob", OURS.sign(DOMAIN, CHANNEL, 2, 2_500), 1_500)
+
+    # The peer closed with the pending claim: its 1,500 moved, the ledger takes it now.
+    assert await store.record_payout(payout(1_500), pending_used=True)
+    assert store.has_payout("bob", CHANNEL.upper().replace("0X", "0x"))
+    assert store.pending_sent("bob") is None
+    assert store.latest_acknowledged("bob", CHANNEL).nonce == 2
+    assert stored_balance(path, "bob") == -3_000 + 1_000 + 1_500
+    # A retried notification, and the acknowledgement arriving after all: nothing twice.
+    assert not await store.record_payout(payout(1_500), pending_used=True)
+    assert await store.record_acknowledged(pending) is None
+    assert stored_balance(path, "bob") == -500
+    await ledger.close()
+
+    ledger, store = await opened(path)
+    try:
+        assert stored_rows(path)[-1] == ("sent", "bob", "2", "2500", "1500", 1)
+        assert store.has_payout("bob", CHANNEL) and store.peers_with_pending() == []
+        assert ledger.snapshot("bob").balance == -500
+    finally:
+        await ledger.close()
+
+
+async def test_a_pending_claim_the_settle_did_not_use_is_void_with_the_balance_correction(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    ledger, store = await opened(path)
+    await ledger.record_outgoing("bob", 3_000)
+    first = await store.record_sent("bob", OURS.sign(DOMAIN, CHANNEL, 1, 1_000), 1_000)
+    await store.record_acknowledged(first)
+    await store.record_sent("bob", OURS.sign(DOMAIN, CHANNEL, 2, 2_500), 1_500)
+
+    # A cooperative settle paid us 400 more than the claims counted; the claim is void.
+    assert await store.record_payout(payout(-400), pending_used=False)
+    assert store.pending_sent("bob") is None
+    assert store.latest_acknowledged("bob", CHANNEL).nonce == 1
+    assert store.latest_sent("bob", CHANNEL).void
+    assert stored_balance(path, "bob") == -3_000 + 1_000 - 400
+    await ledger.close()
+
+    ledger, store = await opened(path)
+    try:
+        assert stored_rows(path)[-1] == ("sent", "bob", "2", "2500", "1500", 2)
+        assert store.pending_sent("bob") is None and store.latest_sent("bob", CHANNEL).void
+        assert read_claims(path).pending_sent("bob") is None
+        # Another channel's payout is its own record.
+        assert not store.has_payout("bob", "0x" + "c2" * 32)
     finally:
         await ledger.close()

@@ -24,9 +24,11 @@ from activities import token_network as tn
 from activities.connector import ConnectorActivities, CooperativeSettler
 from activities.token_network import Deployment
 from connector.balances import AccountLimits, BalanceLedger
+from connector.chain_view import ChannelChainView
 from connector.channels import ChannelProvisioner, ChannelRegistry
 from connector.claim_store import ClaimStore
 from connector.claims import Claim, ClaimDomain, ClaimSigner
+from connector.payout import PayoutReconciler
 from worker.run import ChainContext, build_workers
 from workflows import ids
 from workflows.channel import ChannelWorkflow
@@ -63,11 +65,15 @@ class KeeperNode:
         """Open the claim store, run the workers (until `workers`, default `stack`, closes)
         and provision `peers` (id -> address) with ChannelParams `keeping` overrides."""
         self.domain = ClaimDomain(deployment.chain_id, deployment.token_network)
-        path = data_dir / f"{self.node_id}.sqlite3"
+        path = self.claims_path = data_dir / f"{self.node_id}.sqlite3"
         ledger = BalanceLedger.open(path, {peer: AccountLimits(CREDIT_LIMIT) for peer in peers})
         stack.push_async_callback(ledger.close)
+        self.ledger = ledger
         self.claims = ClaimStore.open(path, ledger)
-        self.connector = ConnectorActivities(self.registry, self.claims, cooperative)
+        payouts = PayoutReconciler(
+            self.claims, ChannelChainView(w3, deployment), self.account.address
+        )
+        self.connector = ConnectorActivities(self.registry, self.claims, cooperative, payouts)
         await self.start_workers(workers or stack, w3, deployment, settle_timeout=settle_timeout)
         # A keeper left running would wake every check interval with no worker to answer.
         stack.push_async_callback(
