@@ -57,6 +57,9 @@ class ChannelRegistry:
         self._ready_events: dict[str, asyncio.Event] = {}
         # Told (peer id, stage) whenever a peer's stage changes here (connector.metrics).
         self._on_stage = on_stage
+        # Told the new view when a READY channel's deposits change (a top-up landed), so
+        # settlement waiting on a used-up deposit goes on at once (connector.settlement).
+        self.deposit_listeners: list[Callable[[ChannelView], None]] = []
 
     def mark_ready(self, ready: SettlementReady) -> bool:
         """Set the peer READY; True when this is news (first time, or another channel)."""
@@ -71,7 +74,14 @@ class ChannelRegistry:
         )
         self._store(view)
         self._event(ready.peer_id).set()
-        return previous is None or not previous.is_ready or previous.channel_id != view.channel_id
+        news = previous is None or not previous.is_ready or previous.channel_id != view.channel_id
+        if not news and (previous.our_deposit, previous.their_deposit) != (
+            view.our_deposit,
+            view.their_deposit,
+        ):
+            for listener in self.deposit_listeners:
+                listener(view)
+        return news
 
     def mark_closing(self, peer_id: str, channel_id: str, stage: str) -> bool:
         """The peer's channel is closing or settled (channel keeping): no longer READY, so
@@ -149,6 +159,17 @@ class ChannelProvisioner:
         """Ask the peer's workflow to try again now; starts a new run when the last one has
         ended (a settled channel), so settlement can always ask for a channel."""
         await self._signal_with_start(peer_id, ids.SIGNAL_RETRY)
+
+    async def top_up(self, peer_id: str) -> None:
+        """Ask the peer's running workflow to check its deposit now (signal `top_up`: a
+        READY keeper reads the channel and tops up if due). Only a running keeper can top
+        up, so no new run is started: RPCError (not found) when there is none."""
+        params = self._params.get(peer_id)
+        if params is None:
+            return
+        workflow_id = ids.channel_workflow_id(params.node_id, params.peer_id, params.token)
+        await self._client.get_workflow_handle(workflow_id).signal(ids.SIGNAL_TOP_UP)
+        log.info("CHANNEL_TOP_UP_SIGNALLED", peerId=peer_id, workflowId=workflow_id)
 
     async def _signal_with_start(self, peer_id: str, signal: str) -> None:
         params = self._params.get(peer_id)

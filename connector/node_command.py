@@ -97,7 +97,7 @@ def _chain_context_of(provisioning: ProvisioningRuntime) -> Callable[[], Awaitab
 def _chain_of(provisioning: ProvisioningRuntime) -> Callable[[], Awaitable[SettlementChain]]:
     async def connected() -> SettlementChain:
         await provisioning.wait_connected()
-        return settlement_chain(provisioning.chain, provisioning.retry)
+        return settlement_chain(provisioning.chain, provisioning.retry, provisioning.top_up)
 
     return connected
 

@@ -113,6 +113,12 @@ class ProvisioningRuntime:
         assert self._provisioner is not None
         await self._provisioner.retry(peer_id)
 
+    async def top_up(self, peer_id: str) -> None:
+        """Signal `top_up` to the peer's running workflow (see ChannelProvisioner.top_up)."""
+        await self._connected.wait()
+        assert self._provisioner is not None
+        await self._provisioner.top_up(peer_id)
+
     async def wait_connected(self) -> None:
         """Until Temporal and the chain are connected (`client` and `chain` usable)."""
         await self._connected.wait()

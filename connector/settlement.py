@@ -9,7 +9,9 @@ Paying (one task per peer, woken by `settlement_required`, a link coming up, or 
                                                          wait for READY; the balance keeps
                                                          accumulating under the credit limit
     4. sign nonce + 1 for the cumulative amount, capped by what our deposit covers, and
-       store it (durable) before it leaves
+       store it (durable) before it leaves; nothing left of the deposit: signal `top_up` to
+       the peer's workflow (once per used-up deposit, not per attempt) and go on when the
+       larger deposit reaches the registry
     5. send it as BTP protocol data `payment-channel-claim`; on the peer's acknowledgement
        credit the balance (the ack and the credit land in one write). No answer, a closed
        link, a refusal: the same claim again later, never a new amount.
@@ -42,7 +44,7 @@ from connector.balances import SettlementRequired
 from connector.btp.errors import BtpRefused, LinkError
 from connector.btp.protocol import BtpErrorCode
 from connector.chain_view import ChannelChainView
-from connector.channels import ChannelRegistry
+from connector.channels import ChannelRegistry, ChannelView
 from connector.claim_store import ClaimStore, StoredClaim
 from connector.claims import (
     CHAIN_DEPENDENT,
@@ -93,10 +95,14 @@ class SettlementChain:
     signer: ClaimSigner
     view: ChannelChainView
     signal_retry: Callable[[str], Awaitable[None]]
+    # Asks the peer's running workflow for a top-up now (ChannelProvisioner.top_up).
+    signal_top_up: Callable[[str], Awaitable[None]]
 
 
 def settlement_chain(
-    context: ChainContext, signal_retry: Callable[[str], Awaitable[None]]
+    context: ChainContext,
+    signal_retry: Callable[[str], Awaitable[None]],
+    signal_top_up: Callable[[str], Awaitable[None]],
 ) -> SettlementChain:
     deployment = context.deployment
     return SettlementChain(
@@ -104,6 +110,7 @@ def settlement_chain(
         signer=ClaimSigner(bytes(context.account.key), context.account.address),
         view=ChannelChainView(context.web3, deployment),
         signal_retry=signal_retry,
+        signal_top_up=signal_top_up,
     )
 
 
@@ -137,6 +144,9 @@ class SettlementService:
         self._receiving: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._stopped = False
         self._stale_reported: set[str] = set()
+        # Peer -> (channel id, our deposit) whose exhaustion its workflow was asked to top up:
+        # one signal per used-up deposit, however many payments wait on it.
+        self._top_up_asked: dict[str, tuple[str, int]] = {}
 
     @property
     def store(self) -> ClaimStore:
@@ -149,6 +159,7 @@ class SettlementService:
         node.register_message_handler(PROTOCOL_NAME, self.handle_claim)
         node.events.settlement_required.append(self._settlement_required)
         node.events.peer_connected.append(self._peer_connected)
+        self._registry.deposit_listeners.append(self._deposit_changed)
 
     async def start(self) -> None:
         """Open the claim store in the node's ledger file; settle what is due once the chain
@@ -194,6 +205,11 @@ class SettlementService:
         # A claim left unacknowledged when the link dropped goes out again on the new link.
         if self._store is not None and self._store.pending_sent(event.peer_id) is not None:
             self._wake_peer(event.peer_id)
+
+    def _deposit_changed(self, view: ChannelView) -> None:
+        # The top-up we asked for landed (or any deposit change): pay what waited on it now.
+        if view.peer_id in self._top_up_asked:
+            self._wake_peer(view.peer_id)
 
     def _wake_peer(self, peer_id: str) -> None:
         self._wake.setdefault(peer_id, asyncio.Event()).set()
@@ -308,11 +324,33 @@ class SettlementService:
                 deposit=str(side.deposit),
                 transferred=str(sent_so_far),
             )
+            await self._ask_top_up(peer_id, channel_id, side.deposit, chain)
             return None, 0
+        self._top_up_asked.pop(peer_id, None)
         claim = chain.signer.sign(
             chain.domain, channel_id, (last.nonce if last else 0) + 1, sent_so_far + amount
         )
         return claim, amount
+
+    async def _ask_top_up(
+        self, peer_id: str, channel_id: str, deposit: int, chain: SettlementChain
+    ) -> None:
+        """Our deposit is used up: the keeper would see it only at its next periodic read, so
+        its workflow is told now. Once per (channel, deposit): a failed signal is sent again
+        on the next attempt; a top-up that does not come (no funds, top-up disabled) is the
+        keeper's to report, not a reason to signal on every payment."""
+        exhausted = (channel_id, deposit)
+        if self._top_up_asked.get(peer_id) == exhausted:
+            return
+        try:
+            await chain.signal_top_up(peer_id)
+        except RPCError as err:
+            log.warning("CHANNEL_TOP_UP_SIGNAL_FAILED", peerId=peer_id, error=str(err))
+            return
+        self._top_up_asked[peer_id] = exhausted
+        log.info(
+            "CHANNEL_TOP_UP_REQUESTED", peerId=peer_id, channelId=channel_id, deposit=str(deposit)
+        )
 
     async def _deliver(self, stored: StoredClaim) -> _Step:
         peer_id, claim = stored.peer_id, stored.claim

@@ -40,3 +40,15 @@ def test_closing_another_channel_leaves_the_view_alone() -> None:
     assert not registry.mark_closing("peer", "0x" + "cd" * 32, "SETTLED")
     view = registry.view("peer")
     assert view is not None and view.is_ready
+
+
+def test_deposit_listeners_hear_a_ready_channel_s_new_deposits_only() -> None:
+    registry = ChannelRegistry()
+    heard: list[tuple[str, int]] = []
+    registry.deposit_listeners.append(lambda view: heard.append((view.peer_id, view.our_deposit)))
+    assert registry.mark_ready(ready())  # first READY: news, not a deposit change
+    assert not registry.mark_ready(ready())  # a repeat
+    assert not registry.mark_ready(SettlementReady("node", "peer", "M2M", CHANNEL, "25", "10"))
+    assert heard == [("peer", 25)]
+    assert registry.mark_ready(ready("0x" + "cd" * 32))  # another channel is news
+    assert heard == [("peer", 25)]

@@ -300,15 +300,7 @@ async def test_without_a_ready_channel_the_workflow_is_retried_and_paid_once_rea
     )
 
     async def retries() -> int:
-        count = 0
-        async for event in handle.fetch_history_events():
-            if (
-                event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
-                and event.workflow_execution_signaled_event_attributes.signal_name
-                == ids.SIGNAL_RETRY
-            ):
-                count += 1
-        return count
+        return await signals(temporal_client, handle.id, ids.SIGNAL_RETRY)
 
     assert await retries() == 0
     # Over the threshold twice with no channel: packets still flow under the credit limit.
@@ -332,9 +324,22 @@ async def test_without_a_ready_channel_the_workflow_is_retried_and_paid_once_rea
     assert [row[:4] for row in claim_rows(a)] == [("sent", 1, 2_500_000, 2_500_000)]
 
 
-async def test_claims_never_exceed_our_deposit_and_the_rest_waits(
+async def signals(client: Client, workflow_id: str, name: str) -> int:
+    """How many `name` signals the workflow's history holds."""
+    count = 0
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        if (
+            event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+            and event.workflow_execution_signaled_event_attributes.signal_name == name
+        ):
+            count += 1
+    return count
+
+
+async def test_claims_never_exceed_our_deposit_and_a_used_up_deposit_is_topped_up_at_once(
     stack: AsyncExitStack,
     temporal_env: WorkflowEnvironment,
+    temporal_client: Client,
     anvil,
     anvil_w3: AsyncWeb3,
     deployment: Deployment,
@@ -347,6 +352,8 @@ async def test_claims_never_exceed_our_deposit_and_the_rest_waits(
     a, b = pair.a, pair.b
     await wait_for(lambda: is_ready(a, pair.b_id) and is_ready(b, pair.a_id), what="READY")
     nonces = await wallet_nonces(anvil_w3, [pair.a_account.address, pair.b_account.address])
+    workflow_id = ids.channel_workflow_id(pair.a_id, pair.b_id, "M2M")
+    loop = asyncio.get_running_loop()
 
     await pay(a, f"g.{pair.b_id}", [900_000] * 13)  # 11,700,000 against a 10,000,000 deposit
     await wait_for(
@@ -356,11 +363,28 @@ async def test_claims_never_exceed_our_deposit_and_the_rest_waits(
         ),
         what="claims up to the deposit",
     )
-    await asyncio.sleep(0.5)  # a few more attempts: the deposit stays the cap
-    last = a.node.claims.latest_acknowledged(pair.b_id, pair.channel_id)
-    assert last.transferred_amount == DEPOSIT
-    assert a.node.claims.pending_sent(pair.b_id) is None
+    used_up = loop.time()
+    # The rest waits for a larger deposit: no claim above it. Settlement tells the keeper
+    # at once (its own next read is ~27 s away with this config) and pays once it landed.
     assert a.node.ledger.snapshot(pair.b_id).balance == -(11_700_000 - DEPOSIT)
-    assert b.node.ledger.snapshot(pair.a_id).balance == 11_700_000 - DEPOSIT
+    await wait_for(
+        lambda: a.node.channels.view(pair.b_id).our_deposit > DEPOSIT,
+        timeout=15,
+        what="a top-up started by settlement, not by the keeper's timer",
+    )
+    await wait_for(lambda: settled(a, pair.b_id), timeout=15, what="the rest paid")
+    assert loop.time() - used_up < 20
+
+    topped_up = a.node.channels.view(pair.b_id).our_deposit
+    assert topped_up == 2 * DEPOSIT  # the target remaining again: 10,000,000 used + 10,000,000
+    last = a.node.claims.latest_acknowledged(pair.b_id, pair.channel_id)
+    assert last.transferred_amount == 11_700_000 <= topped_up
     assert b.node.claims.best_received(pair.a_id, pair.channel_id).claim == last.claim
-    assert await wallet_nonces(anvil_w3, list(nonces)) == nonces
+    assert a.node.ledger.snapshot(pair.b_id).balance == 0
+    assert b.node.ledger.snapshot(pair.a_id).balance == 0
+    # One signal for the used-up deposit, however many attempts and payments waited on it.
+    assert await signals(temporal_client, workflow_id, ids.SIGNAL_TOP_UP) == 1
+    # a's only transactions are the top-up's; b sent none.
+    after = await wallet_nonces(anvil_w3, list(nonces))
+    assert after[pair.b_account.address] == nonces[pair.b_account.address]
+    assert after[pair.a_account.address] > nonces[pair.a_account.address]
