@@ -119,16 +119,20 @@ class ConnectorActivities:
         """Our latest sent claim and the partner's best (highest nonce) claim on the channel.
 
         A connector without a claim store has never exchanged a claim: nothing to prove.
+        Also whether claims on the channel are held for a cooperative settle we signed so
+        long ago that a READY keeper reading it open should lift the hold (connector.channels).
         Read-only: safe to retry.
         """
+        expired = self._registry.cooperative_hold_expired(request.peer_id, request.channel_id)
         store = self.claims
         if store is None:
-            return ClaimsRead()
+            return ClaimsRead(cooperative_hold_expired=expired)
         sent = store.latest_sent(request.peer_id, request.channel_id)
         received = store.best_received(request.peer_id, request.channel_id)
         return ClaimsRead(
             latest_sent=_signed(sent.claim) if sent else None,
             best_received=_signed(received.claim) if received else None,
+            cooperative_hold_expired=expired,
         )
 
     @activity.defn(name=ids.REQUEST_COOPERATIVE_SETTLE)

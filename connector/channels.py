@@ -3,11 +3,22 @@ authenticated link, and keep the view of each peer's channel that /health and se
 
 The view is rebuilt from Temporal (list by search attribute, then `status` queries) when the
 connector starts, so a restart opens nothing: the workflows already know every channel.
+
+The workflow is the view's one source, with one exception: a cooperative settle the partner
+proposed and we signed (connector.cooperative_settle) puts the channel on hold, CLOSING
+(no claims either way: the settle would not pay them), before our workflow knows anything.
+The partner then sends `cooperativeSettle`, and our keeper reads the channel settled; or it
+never does (it crashed, its transaction failed, it fell back to a close). Only our workflow
+lifts the hold: once it is older than `cooperative_hold_seconds`, each keeper read reports
+it expired, and a keeper that finds the channel still open on-chain while READY tells the
+connector READY again (`mark_ready`); its own close notification replaces it. Stage
+refreshes from search attributes and repeated READY notifications leave it alone meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -30,6 +41,10 @@ from workflows.provisioning.state import Stage
 log = structlog.get_logger(__name__)
 
 QUERY_TIMEOUT = timedelta(seconds=5)
+# A signed cooperative settle holds claims this long before our keeper may lift the hold: the
+# proposer sends `cooperativeSettle` right after our signature and a block or a few later it
+# has mined; a channel still open after this is not being settled that way.
+COOPERATIVE_HOLD_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -52,8 +67,18 @@ class ChannelView:
 class ChannelRegistry:
     """Per-peer channel views; written by the readiness activity and by rebuilds."""
 
-    def __init__(self, on_stage: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_stage: Callable[[str, str], None] | None = None,
+        *,
+        cooperative_hold_seconds: float = COOPERATIVE_HOLD_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._views: dict[str, ChannelView] = {}
+        # Peer -> (channel id, since): a cooperative settle we signed holds the channel.
+        self._holds: dict[str, tuple[str, float]] = {}
+        self.cooperative_hold_seconds = cooperative_hold_seconds
+        self._clock = clock
         self._ready_events: dict[str, asyncio.Event] = {}
         # Told (peer id, stage) whenever a peer's stage changes here (connector.metrics).
         self._on_stage = on_stage
@@ -62,8 +87,31 @@ class ChannelRegistry:
         self.deposit_listeners: list[Callable[[ChannelView], None]] = []
 
     def mark_ready(self, ready: SettlementReady) -> bool:
-        """Set the peer READY; True when this is news (first time, or another channel)."""
+        """Set the peer READY; True when this is news (first time, or another channel).
+        A channel on hold for a cooperative settle stays CLOSING (deposits updated) until the
+        hold has expired: then READY again, logged."""
         previous = self._views.get(ready.peer_id)
+        hold = self._holds.get(ready.peer_id)
+        if hold is not None and hold[0] == ready.channel_id.lower():
+            if not self._hold_expired(hold):
+                assert previous is not None
+                self._store(
+                    replace(
+                        previous,
+                        our_deposit=int(ready.our_deposit),
+                        their_deposit=int(ready.their_deposit),
+                    )
+                )
+                return False
+            log.warning(
+                "COOPERATIVE_SETTLE_ABANDONED",
+                peerId=ready.peer_id,
+                channelId=ready.channel_id,
+                heldSeconds=round(self._clock() - hold[1], 1),
+                reason="the partner's cooperative settle we signed never came and the keeper "
+                "reads the channel still open: claims resume",
+            )
+        self._holds.pop(ready.peer_id, None)
         view = ChannelView(
             peer_id=ready.peer_id,
             token=ready.token,
@@ -86,10 +134,37 @@ class ChannelRegistry:
     def mark_closing(self, peer_id: str, channel_id: str, stage: str) -> bool:
         """The peer's channel is closing or settled (channel keeping): no longer READY, so
         settlement stops using it. A view of another (newer) channel is left alone. True when
-        the stage changed."""
+        the stage changed. From our workflow: it replaces a cooperative hold."""
         current = self._views.get(peer_id)
         if current is None or (current.channel_id or "").lower() != channel_id.lower():
             return False
+        self._holds.pop(peer_id, None)
+        return self._close(current, stage)
+
+    def hold_for_cooperative_settle(self, peer_id: str, channel_id: str) -> bool:
+        """We signed the partner's cooperative settle of the peer's READY channel: CLOSING,
+        until our workflow reads it settled, or still open once the hold has expired (see the
+        module docstring). False when the view is not that READY channel."""
+        current = self._views.get(peer_id)
+        if (
+            current is None
+            or not current.is_ready
+            or (current.channel_id or "").lower() != channel_id.lower()
+        ):
+            return False
+        self._holds[peer_id] = (channel_id.lower(), self._clock())
+        return self._close(current, Stage.CLOSING.value)
+
+    def cooperative_hold_expired(self, peer_id: str, channel_id: str) -> bool:
+        """The channel is on hold for a cooperative settle signed longer ago than the hold."""
+        hold = self._holds.get(peer_id)
+        return hold is not None and hold[0] == channel_id.lower() and self._hold_expired(hold)
+
+    def _hold_expired(self, hold: tuple[str, float]) -> bool:
+        return self._clock() - hold[1] >= self.cooperative_hold_seconds
+
+    def _close(self, current: ChannelView, stage: str) -> bool:
+        peer_id = current.peer_id
         if current.stage == stage:
             return False
         self._store(replace(current, stage=stage))
@@ -98,6 +173,7 @@ class ChannelRegistry:
         return True
 
     def record_status(self, status: ChannelStatus) -> None:
+        self._holds.pop(status.peer_id, None)
         view = ChannelView(
             peer_id=status.peer_id,
             token=status.token,
@@ -115,7 +191,8 @@ class ChannelRegistry:
         current = self._views.get(peer_id)
         if current is None:
             self._store(ChannelView(peer_id=peer_id, token=token, stage=stage))
-        elif not current.is_ready:
+        elif not current.is_ready and peer_id not in self._holds:
+            # (A hold is CLOSING while the workflow still says READY: only it lifts it.)
             self._store(replace(current, stage=stage))
 
     def _store(self, view: ChannelView) -> None:

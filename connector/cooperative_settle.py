@@ -59,7 +59,6 @@ from connector.codec.btp import ContentType, ProtocolData
 from connector.config import NodeConfig
 from worker.run import ChainContext
 from workflows.messages import CooperativeSettleAnswer, CooperativeSettleRequest
-from workflows.provisioning.state import Stage
 
 log = structlog.get_logger(__name__)
 
@@ -227,8 +226,10 @@ class CooperativeSettleService:
                 reason=reason,
             )
             raise BtpRefused(BtpErrorCode.F00_NOT_ACCEPTED, reason)
-        # From here on no claim of ours may move value the settlement would not pay.
-        self._registry.mark_closing(peer_id, proposal.channel_id, Stage.CLOSING.value)
+        # From here on no claim may move value the settlement would not pay. Held until our
+        # keeper reads it settled, or still open long after (ChannelRegistry): the proposer
+        # may never send it.
+        self._registry.hold_for_cooperative_settle(peer_id, proposal.channel_id)
         deployment = chain.deployment
         signature = sign_cooperative_settle(
             bytes(chain.account.key),

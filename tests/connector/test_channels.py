@@ -52,3 +52,38 @@ def test_deposit_listeners_hear_a_ready_channel_s_new_deposits_only() -> None:
     assert heard == [("peer", 25)]
     assert registry.mark_ready(ready("0x" + "cd" * 32))  # another channel is news
     assert heard == [("peer", 25)]
+
+
+def test_a_cooperative_hold_is_lifted_only_by_the_workflow_and_only_once_expired() -> None:
+    now = [100.0]
+    registry = ChannelRegistry(cooperative_hold_seconds=120.0, clock=lambda: now[0])
+    registry.mark_ready(ready())
+    assert registry.hold_for_cooperative_settle("peer", CHANNEL.upper().replace("0X", "0x"))
+    assert registry.view("peer").stage == "CLOSING"
+    assert not registry.cooperative_hold_expired("peer", CHANNEL)
+    # The stage refresh (search attribute READY) and a repeated READY leave it alone.
+    registry.record_stage("peer", "M2M", "READY")
+    assert not registry.mark_ready(SettlementReady("node", "peer", "M2M", CHANNEL, "10", "30"))
+    view = registry.view("peer")
+    assert (view.stage, view.their_deposit) == ("CLOSING", 30)
+    now[0] += 120.0
+    assert registry.cooperative_hold_expired("peer", CHANNEL)
+    assert not registry.cooperative_hold_expired("peer", "0x" + "cd" * 32)
+    # The keeper read it open while READY: READY again, the hold gone.
+    assert registry.mark_ready(ready())
+    assert registry.view("peer").is_ready
+    assert not registry.cooperative_hold_expired("peer", CHANNEL)
+
+
+def test_our_workflow_s_close_replaces_a_cooperative_hold() -> None:
+    now = [0.0]
+    registry = ChannelRegistry(cooperative_hold_seconds=1.0, clock=lambda: now[0])
+    assert not registry.hold_for_cooperative_settle("peer", CHANNEL)  # no view: nothing held
+    registry.mark_ready(ready())
+    assert not registry.hold_for_cooperative_settle("peer", "0x" + "cd" * 32)  # not its channel
+    assert registry.hold_for_cooperative_settle("peer", CHANNEL)
+    assert not registry.mark_closing("peer", CHANNEL, "CLOSING")  # same stage, now the workflow's
+    now[0] += 5.0
+    assert not registry.cooperative_hold_expired("peer", CHANNEL)
+    registry.mark_closing("peer", CHANNEL, "SETTLED")
+    assert registry.view("peer").stage == "SETTLED"

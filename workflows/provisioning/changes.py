@@ -133,6 +133,10 @@ class ClaimsRead:
 
     latest_sent: SignedClaim | None = None
     best_received: SignedClaim | None = None
+    # The connector holds claims on the channel for a cooperative settle it signed for the
+    # partner, longer ago than that settle takes (connector.channels): a READY keeper that
+    # reads the channel open tells it READY again. (Absent from older histories: False.)
+    cooperative_hold_expired: bool = False
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,7 @@ CHANNEL_CLOSING = "CHANNEL_CLOSING"
 CHANNEL_CLOSED = "CHANNEL_CLOSED"
 CHANNEL_SETTLED = "CHANNEL_SETTLED"
 COOPERATIVE_SETTLE_REFUSED = "COOPERATIVE_SETTLE_REFUSED"
+COOPERATIVE_SETTLE_ABANDONED = "COOPERATIVE_SETTLE_ABANDONED"
 
 # Stages in which a chain read is the answer being waited for.
 _READING = frozenset({Stage.CHECKING_BALANCES, Stage.OPENING, Stage.DEPOSITING})
@@ -316,6 +317,12 @@ def _keep_open(state: ProvisioningState, read: ChainChannelRead) -> Transition:
         closing = _closing(kept, CloseRequest(cooperative=False, reason="idle"))
         step = _close_open_channel(closing.state, read)
         return Transition(step.state, (*commands, *closing.commands, *step.commands))
+    if claims.cooperative_hold_expired:
+        # Our connector signed the partner's cooperative settle and stopped claims; the
+        # channel is still open long after, so that settle is not coming: claims resume.
+        if not commands:
+            commands.append(_notify(channel))
+        commands.append(EmitTelemetry(COOPERATIVE_SETTLE_ABANDONED, channel.channel_id))
     total = keeping.top_up_total(kept, chain, claims)
     if total is None:
         return Transition(replace(kept, shortfall=None), tuple(commands))

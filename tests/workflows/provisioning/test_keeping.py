@@ -494,3 +494,39 @@ def test_a_read_asked_for_before_our_close_was_sent_sends_nothing_again() -> Non
         replace(read(closed), sends_before=first.state.send_sequence),
     )
     assert fresh.state.stage is Stage.SETTLE_WINDOW
+
+
+# ---------------------------------------------------------------- a cooperative hold
+
+
+def held(chain: OnChainChannel | None = None, **claims: object) -> ChainChannelRead:
+    """A read whose connector reports its hold for a signed cooperative settle expired."""
+    return ChainChannelRead(
+        T0 + 60, chain or onchain(), ClaimsRead(cooperative_hold_expired=True, **claims)
+    )
+
+
+def test_an_expired_cooperative_hold_on_an_open_channel_tells_the_connector_ready() -> None:
+    step = transition(ready(), held())
+    assert step.state.stage is Stage.READY
+    assert step.commands == (
+        NotifySettlementReady(CHANNEL_ID, TARGET, TARGET),
+        EmitTelemetry("COOPERATIVE_SETTLE_ABANDONED", CHANNEL_ID),
+    )
+    # With a deposit change in the same read: one notification carries both.
+    step = transition(ready(), held(onchain(their_deposit=TARGET + 5)))
+    assert step.commands == (
+        NotifySettlementReady(CHANNEL_ID, TARGET, TARGET + 5),
+        EmitTelemetry("COOPERATIVE_SETTLE_ABANDONED", CHANNEL_ID),
+    )
+
+
+def test_an_expired_hold_on_a_settled_or_closing_channel_is_not_lifted() -> None:
+    # The partner's cooperative settle landed: the settlement is recorded, nothing READY.
+    settled = transition(ready(), held(onchain(ChannelPhase.SETTLED)))
+    assert settled.state.stage is Stage.SETTLED
+    assert not any(isinstance(c, NotifySettlementReady) for c in settled.commands)
+    # Our own close under way: its notification stands.
+    closing = replace(ready(), stage=Stage.CLOSING, closing=CloseRequest(False, "operator"))
+    step = transition(closing, held())
+    assert not any(isinstance(c, NotifySettlementReady) for c in step.commands)
