@@ -53,6 +53,10 @@ PRIVATE_KEY_PATTERN = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 UINT64_MAX = 2**64 - 1
 
 DEFAULT_CREDIT_LIMIT = 10**12
+# Load shedding (connector/services/in_flight.py; the figures behind the defaults are in
+# BENCHMARKS.md "Reliability — load").
+DEFAULT_MAX_IN_FLIGHT_PER_PEER = 1_000
+DEFAULT_MAX_IN_FLIGHT_TOTAL = 2_000
 DEFAULT_PRIVATE_KEY_ENV = "TREASURY_EVM_PRIVATE_KEY"
 # `${VAR}` or `${VAR:-default}`; `$${` is a literal `${`.
 _INTERPOLATION = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -145,6 +149,8 @@ class PeerConfig(_Section):
     """How much the peer may owe us before its Prepares are refused with T04."""
     settlement_threshold: int | None = Field(default=None, gt=0)
     """What we may owe the peer before settling; none: `settlement.settlementThreshold`."""
+    max_in_flight: int | None = Field(default=None, gt=0)
+    """Prepares from the peer held here at once (T03 above it); none: `maxInFlightPerPeer`."""
 
     @field_validator("url")
     @classmethod
@@ -362,6 +368,12 @@ class NodeConfig(_Section):
     """Seeds the fulfillments of packets addressed to this node; none: random per start."""
     fee_basis_points: int = Field(default=0, ge=0, le=10_000)
     """Fee kept on forwarded packets, in 1/100 of a percent."""
+    max_in_flight_per_peer: int = Field(default=DEFAULT_MAX_IN_FLIGHT_PER_PEER, gt=0)
+    """Prepares one peer may have in flight here at once; more are refused with T03
+    Connector Busy (load shedding; a peer's own `maxInFlight` overrides it)."""
+    max_in_flight_total: int | None = Field(default=DEFAULT_MAX_IN_FLIGHT_TOTAL, gt=0)
+    """Prepares from all peers together in flight here at once (T03 above it); none: no
+    cap beyond the per-peer ones."""
     temporal: TemporalConfig = Field(default_factory=TemporalConfig)
     """Temporal connection (section `temporal`)."""
     log_format: Literal["console", "json"] = "console"

@@ -17,6 +17,7 @@ through unchanged.
           ├── InternalError            T00
           ├── PeerUnreachable          T01
           ├── PeerBusy                 T02
+          ├── ConnectorBusy            T03
           ├── InsufficientLiquidity    T04
           ├── TransferTimedOut         R00
           ├── InsufficientSourceAmount R01
@@ -97,6 +98,12 @@ class PeerUnreachable(IlpError):
 
 class PeerBusy(IlpError):
     code = ErrorCode("T02")
+
+
+class ConnectorBusy(IlpError):
+    """T03: this node sheds load (`services.in_flight`); the sender may try again later."""
+
+    code = ErrorCode("T03")
 
 
 class InsufficientLiquidity(IlpError):

@@ -2,14 +2,15 @@
 
 A Prepare from a peer runs, outermost first:
 
-    PacketMetrics --> Reject --> IncomingValidator --> PeerProtocol --> MaxAmount
-           --> IncomingBalance --> Router --> Receiver                 (routed to this node)
-                                          \\-> Fee --> OutgoingBalance --> Expiry
-                                                 --> FulfillmentValidator --> HopMetrics
-                                                 --> Peer (BTP link)
+    PacketMetrics --> Reject --> IncomingValidator --> PeerProtocol --> InFlightLimit
+           --> MaxAmount --> IncomingBalance --> Router --> Receiver   (routed to this node)
+                                                    \\-> Fee --> OutgoingBalance --> Expiry
+                                                           --> FulfillmentValidator
+                                                           --> HopMetrics --> Peer (BTP link)
 
 A Prepare this node sends itself (`PacketPath.originate`) skips what only makes sense for a
-packet someone else sent us (peer protocols, their packet maximum, their credit, our fee):
+packet someone else sent us (peer protocols, load shedding, their packet maximum, their
+credit, our fee):
 
     PacketMetrics --> Reject --> IncomingValidator --> Router --> Receiver
                                                            \\-> OutgoingBalance --> ...
@@ -35,6 +36,7 @@ from connector.services.expiry import (
     ExpiryService,
 )
 from connector.services.fee import FeeService
+from connector.services.in_flight import InFlightLimitService
 from connector.services.interface import LOCAL, Clock, IncomingService, utc_now
 from connector.services.local import ReceiverService
 from connector.services.max_amount import MaxAmountService
@@ -105,8 +107,16 @@ def build_packet_path(
     held = IncomingBalanceService(ledger, RouterService(table, forwarded, receiver))
     # The peer's packet maximum before its credit: an oversized packet never holds credit.
     limited = MaxAmountService({peer.id: peer.max_packet_amount for peer in config.peers}, held)
+    # Load shedding before the packet touches credit or is routed: a refused packet costs
+    # nothing but its T03. Inside the peer protocols, which are cheap and keep links usable.
+    shed = InFlightLimitService(
+        limited,
+        per_peer=config.max_in_flight_per_peer,
+        peer_caps={p.id: p.max_in_flight for p in config.peers if p.max_in_flight is not None},
+        total=config.max_in_flight_total,
+    )
     # peer.* is answered on the link it came over, before any limit or balance applies.
-    peer_protocols = PeerProtocolService(limited)
+    peer_protocols = PeerProtocolService(shed)
     # An already-expired Prepare is refused before anything else is done for it.
     answered = RejectService(own_address, IncomingValidatorService(peer_protocols, clock))
     # Outside the Reject service, so every answer is counted with the code it went out with.

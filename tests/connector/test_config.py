@@ -197,6 +197,17 @@ def test_settlement_threshold_falls_back_to_the_settlement_block() -> None:
     assert config.settlement_threshold_for("peer1") == 500
 
 
+def test_load_shedding_caps_default_and_are_set_per_node_and_per_peer() -> None:
+    default = parse_config(MINIMAL, ENV)
+    assert (default.max_in_flight_per_peer, default.max_in_flight_total) == (1_000, 2_000)
+    assert default.peer("peer3").max_in_flight is None
+    text = MINIMAL.replace("nodeId: peer2", "nodeId: peer2\nmaxInFlightPerPeer: 50")
+    text = text.replace("authToken: other-secret", "authToken: other-secret\n    maxInFlight: 7")
+    config = parse_config(text + "maxInFlightTotal: null\n", ENV)
+    assert (config.max_in_flight_per_peer, config.max_in_flight_total) == (50, None)
+    assert config.peer("peer3").max_in_flight == 7
+
+
 def test_snake_case_names_are_accepted_in_python() -> None:
     peer = PeerConfig(id="p", auth_token=SecretStr("x"), credit_limit=5)
     config = NodeConfig(node_id="n", ilp_address="g.n", btp_server_port=0, peers=[peer])
@@ -376,6 +387,16 @@ def test_double_dollar_is_a_literal() -> None:
             "nodeId: peer2",
             "nodeId: peer2\nreceiverSecret: tiny",
             "receiverSecret: must be at least 16 characters",
+        ),
+        (
+            "nodeId: peer2",
+            "nodeId: peer2\nmaxInFlightPerPeer: 0",
+            "maxInFlightPerPeer: Input should be greater than 0",
+        ),
+        (
+            "authToken: other-secret",
+            "authToken: other-secret\n    maxInFlight: -1",
+            "peers[1].maxInFlight: Input should be greater than 0",
         ),
     ],
 )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from connector.balances import open_ledger
 from connector.codec import ilp
@@ -136,3 +139,58 @@ async def test_credit_limit_is_t04(setup) -> None:
     reject = await path.incoming.handle_request(request(5_000))
     assert (reject.code, reject.message) == ("T04", "exceeded maximum balance.")
     assert ledger.snapshot("up").balance == 20_000
+
+
+class HeldLink:
+    """An open BTP link whose far end answers only when the test lets it."""
+
+    is_open = True
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def send_ilp(self, packet: bytes, timeout: float) -> bytes:
+        await self.release.wait()
+        return ilp.encode(ilp.Fulfill(FULFILLMENT, b""))
+
+
+async def test_packets_over_the_in_flight_cap_are_t03_counted_and_hold_nothing(
+    tmp_path: Path,
+) -> None:
+    node_id = f"n{uuid.uuid4().hex[:8]}"  # counters are per process: a label of its own
+    config = NodeConfig.model_validate(
+        {
+            "nodeId": node_id,
+            "ilpAddress": "g.me",
+            "btpServerPort": 0,
+            "ledgerPath": str(tmp_path / "ledger.sqlite3"),
+            "receiverSecret": "a receiver secret of some length",
+            "maxInFlightPerPeer": 2,
+            "peers": [
+                {"id": "up", "authToken": "t1"},
+                {"id": "down", "authToken": "t2", "url": "ws://127.0.0.1:1"},
+            ],
+            "routes": [{"prefix": "g.down", "peer": "down"}],
+        }
+    )
+    ledger = open_ledger(config)
+    link = HeldLink()
+    path = build_packet_path(config, ledger, {"down": link})
+    try:
+        held = [asyncio.create_task(path.incoming.handle_request(request(100))) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        busy = await path.incoming.handle_request(request(100))
+        assert (busy.code, busy.triggered_by) == ("T03", "g.me")
+        assert ledger.snapshot("up").pending_incoming == 200  # the refused one held nothing
+        # Peer protocols are answered at the cap: the link stays usable.
+        control = request(0, destination="peer.route.control", condition=PEER_PROTOCOL_CONDITION)
+        assert type(await path.incoming.handle_request(control)) is ilp.Fulfill
+        link.release.set()
+        assert [type(answer) for answer in await asyncio.gather(*held)] == [ilp.Fulfill] * 2
+        # The slots are back.
+        assert type(await path.incoming.handle_request(request(100))) is ilp.Fulfill
+        rejected = {"node": node_id, "origin": "peer", "result": "rejected", "code": "T03"}
+        assert REGISTRY.get_sample_value("paychan_packets_total", rejected) == 1
+        assert ledger.snapshot("up").balance == 300
+    finally:
+        await ledger.close()
