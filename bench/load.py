@@ -1,12 +1,13 @@
-"""Load: 10,000 concurrent packets across the 5-node example line, and 50 peers on one node.
+"""Load: 10,000 concurrent payments across the 5-node example line, and 50 peers on one node.
 
     .venv/bin/python bench/load.py                        # both parts, print the tables
     .venv/bin/python bench/load.py --rounds 5 --write     # and update BENCHMARKS.md
+    .venv/bin/python bench/load.py --part line --expiry 10 --rounds 3   # overload, see below
 
 Every connector is a `paychan connector` process with settlement disabled, so its SQLite
 ledger must equal the packets fulfilled through it exactly (claims would move balances too;
-the chaos soak covers those). Each round is one burst of `--packets` Prepares sent at once
-(all in flight together), then the ledgers are read from their files and checked:
+the chaos soak covers those). Each round is one burst of `--packets` payments sent at once,
+then the ledgers are read from their files and checked:
 
 - line: `examples/peer1..5.yaml` as they ship (fees 0), a load sender connected to peer1,
   test payments to `g.peer5` (amounts 1..997); every link moved by exactly the amount the
@@ -16,10 +17,18 @@ the chaos soak covers those). Each round is one burst of `--packets` Prepares se
   all at once (`--packets` in total); the hub's balance of each client moved by exactly what
   it got fulfilled minus what was fulfilled to it, and the hub's balances still sum to 0.
 
+Nodes shed load (`connector/services/in_flight.py`): beyond `maxInFlightPerPeer` Prepares
+from one peer, or `maxInFlightTotal` from all, a node answers T03 Connector Busy at once.
+The senders do what T03 asks ("try again later"): a refused payment waits until another
+payment of the burst gets its answer (the node freed a slot before answering), or ~5 s,
+and is sent again as a new Prepare with a fresh expiry; `--no-retry` takes the T03 as its
+answer instead. Throughput is payments fulfilled per second of the burst.
+
 Memory: VmRSS after each round and VmHWM (peak) of every connector process from
 /proc/<pid>/status; the first rounds grow a process to its working size, growth after that
-shows as a rising min / max over the later rounds. Latency: each packet's round trip as the
-sender saw it, from a burst with every packet in flight at once (queueing included).
+shows as a rising min / max over the later rounds. Latency: each payment's time from its
+first send to its answer as the sender saw it (queueing at the sender and in the nodes
+included), and the round trip of the attempt that got the answer (time in the nodes).
 """
 
 from __future__ import annotations
@@ -29,10 +38,12 @@ import asyncio
 import datetime
 import json
 import logging
+import random
 import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from hashlib import sha256
 from itertools import pairwise
@@ -41,16 +52,18 @@ from pathlib import Path
 import structlog
 
 from connector.btp.client import BtpClient
+from connector.btp.connection import BtpLink
 from connector.btp.errors import BtpRefused
 from connector.codec import ilp
 from connector.codec.btp import ProtocolData
 from connector.devstack import free_port
+from connector.services.local import make_test_prepare
+from tests.chaos import packet_load
 from tests.chaos.packet_load import (
     EXPIRY,
     LINE,
     SENDER,
     SENDER_TOKEN,
-    Burst,
     ConnectorProcess,
     ExampleLine,
     RefuseMessages,
@@ -58,7 +71,6 @@ from tests.chaos.packet_load import (
     check_line_conservation,
     check_quiescent,
     connected_client,
-    send_test_payments,
 )
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
@@ -67,6 +79,100 @@ SECTION = "## Reliability — load"
 FULFILLMENT = bytes([9]) * 32
 CONDITION = sha256(FULFILLMENT).digest()
 HUB_CREDIT = 10**18
+# A payment refused with T03 that no answer lets through tries again after about this long.
+FALLBACK_WAIT = 5.0
+BURST_TIMEOUT = 600.0
+
+
+@dataclass
+class Burst(packet_load.Burst):
+    busy: int = 0  # T03 answers; each of those payments was sent again
+    # Round trip of the attempt that got the payment's final answer: time spent in the nodes.
+    answer_trips: list[float] = field(default_factory=list)
+
+    def answer_percentile(self, fraction: float) -> float:
+        ordered = sorted(self.answer_trips)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+class SlotsFreed:
+    """Where payments refused with T03 Connector Busy wait, as a sender honouring "try again
+    later" would. A node gives a slot back before it answers, so every other answer lets one
+    waiting payment try again; after `FALLBACK_WAIT` (jittered) a payment tries anyway, in
+    case the slot it was woken for went to another sender's packet."""
+
+    def __init__(self) -> None:
+        self._freed = asyncio.Semaphore(0)
+
+    def answered(self) -> None:
+        self._freed.release()
+
+    async def wait(self) -> None:
+        try:
+            async with asyncio.timeout(FALLBACK_WAIT * random.uniform(0.5, 1.5)):
+                await self._freed.acquire()
+        except TimeoutError:
+            pass
+
+
+# Builds a payment's Prepare for an expiry, and the fulfillment its Fulfill must carry.
+MakePrepare = Callable[[datetime.datetime], tuple[ilp.Prepare, bytes]]
+
+
+async def pay(
+    link: BtpLink,
+    make: MakePrepare,
+    expiry: datetime.timedelta,
+    burst: Burst,
+    slots: SlotsFreed | None,
+) -> ilp.Fulfill | ilp.Reject:
+    """Send one payment until it gets an answer other than T03 (`slots` None: take the first
+    answer); every attempt is a new Prepare expiring `expiry` after it is sent."""
+    started = time.perf_counter()
+    while True:
+        prepare, fulfillment = make(datetime.datetime.now(datetime.UTC) + expiry)
+        sent = time.perf_counter()
+        reply = ilp.decode(await link.send_ilp(ilp.encode(prepare), expiry.total_seconds() + 5))
+        if slots is not None and isinstance(reply, ilp.Reject) and reply.code == "T03":
+            burst.busy += 1
+            await slots.wait()
+            continue
+        if slots is not None:
+            slots.answered()
+        done = time.perf_counter()
+        burst.round_trips.append(done - started)
+        burst.answer_trips.append(done - sent)
+        if isinstance(reply, ilp.Fulfill):
+            assert reply.fulfillment == fulfillment, "a Fulfill that does not match"
+            burst.fulfilled += 1
+            burst.fulfilled_amount += prepare.amount
+        else:
+            burst.rejects[str(reply.code)] += 1
+        return reply
+
+
+async def send_test_payments(
+    client: BtpClient,
+    destination: str,
+    amounts: list[int],
+    expiry: datetime.timedelta,
+    retry: bool,
+) -> Burst:
+    """One test payment to the node at `destination` per amount, all sent at once."""
+    link = client.link
+    if link is None:
+        raise RuntimeError("sender link is down")
+    burst = Burst(sent=len(amounts))
+    slots = SlotsFreed() if retry else None
+
+    def payment(amount: int) -> MakePrepare:
+        return lambda expires: make_test_prepare(destination, amount, expires)
+
+    began = time.perf_counter()
+    async with asyncio.timeout(BURST_TIMEOUT):
+        await asyncio.gather(*(pay(link, payment(a), expiry, burst, slots) for a in amounts))
+    burst.seconds = time.perf_counter() - began
+    return burst
 
 
 @dataclass
@@ -96,7 +202,9 @@ def memory(nodes: list[ConnectorProcess]) -> tuple[dict[str, int], dict[str, int
 # --- the line -----------------------------------------------------------------------------
 
 
-async def run_line(work: Path, packets: int, rounds: int, expiry: datetime.timedelta) -> Part:
+async def run_line(
+    work: Path, packets: int, rounds: int, expiry: datetime.timedelta, retry: bool
+) -> Part:
     if expiry == EXPIRY:
         part = Part("line", packets)
     else:
@@ -108,7 +216,7 @@ async def run_line(work: Path, packets: int, rounds: int, expiry: datetime.timed
             for number in range(rounds):
                 before = line.balances()
                 burst = await send_test_payments(
-                    sender, "g.peer5", amounts_for(packets, seed=number), expiry
+                    sender, "g.peer5", amounts_for(packets, seed=number), expiry, retry
                 )
                 check_quiescent(line.nodes)
                 after = line.balances()
@@ -183,39 +291,39 @@ def hub_node(work: Path, peers: int) -> tuple[ConnectorProcess, int]:
     return node, port
 
 
-async def hub_burst(clients: list[BtpClient], packets: int, seed: int) -> tuple[Burst, dict]:
+async def hub_burst(
+    clients: list[BtpClient], packets: int, seed: int, retry: bool
+) -> tuple[Burst, dict]:
     """Every client pays the next one; (the burst, expected move of each hub balance)."""
     peers = len(clients)
-    expires = datetime.datetime.now(datetime.UTC) + EXPIRY
     burst = Burst(sent=packets)
     moved = {client_id(i): 0 for i in range(peers)}
     amounts = amounts_for(packets, seed=seed)
+    slots = SlotsFreed() if retry else None
 
     async def one(index: int, amount: int) -> None:
         source, target = index % peers, (index + 1) % peers
         link = clients[source].link
         assert link is not None, f"{client_id(source)} is not connected"
-        prepare = ilp.Prepare(
-            amount, expires, CONDITION, f"g.{client_id(target)}.x", index.to_bytes(8, "big")
-        )
-        started = time.perf_counter()
-        reply = ilp.decode(await link.send_ilp(ilp.encode(prepare), EXPIRY.total_seconds() + 5))
-        burst.round_trips.append(time.perf_counter() - started)
+
+        def make(expires: datetime.datetime) -> tuple[ilp.Prepare, bytes]:
+            destination = f"g.{client_id(target)}.x"
+            data = index.to_bytes(8, "big")
+            return ilp.Prepare(amount, expires, CONDITION, destination, data), FULFILLMENT
+
+        reply = await pay(link, make, EXPIRY, burst, slots)
         if isinstance(reply, ilp.Fulfill):
-            burst.fulfilled += 1
-            burst.fulfilled_amount += amount
             moved[client_id(source)] += amount  # the payer owes the hub
             moved[client_id(target)] -= amount  # the hub owes the payee
-        else:
-            burst.rejects[str(reply.code)] += 1
 
     began = time.perf_counter()
-    await asyncio.gather(*(one(index, amount) for index, amount in enumerate(amounts)))
+    async with asyncio.timeout(BURST_TIMEOUT):
+        await asyncio.gather(*(one(index, amount) for index, amount in enumerate(amounts)))
     burst.seconds = time.perf_counter() - began
     return burst, moved
 
 
-async def run_hub(work: Path, peers: int, packets: int, rounds: int) -> Part:
+async def run_hub(work: Path, peers: int, packets: int, rounds: int, retry: bool) -> Part:
     part = Part(f"hub ({peers} peers)", packets)
     hub, port = hub_node(work, peers)
     hub.start(work / "hub.log")
@@ -235,7 +343,7 @@ async def run_hub(work: Path, peers: int, packets: int, rounds: int) -> Part:
         try:
             for number in range(rounds):
                 before = hub.balances()
-                burst, moved = await hub_burst(clients, packets, number)
+                burst, moved = await hub_burst(clients, packets, number, retry)
                 check_quiescent([hub])
                 after = hub.balances()
                 actual = {peer: after.get(peer, 0) - before.get(peer, 0) for peer in moved}
@@ -262,16 +370,18 @@ def render_round(name: str, number: int, result: Round) -> str:
     rss = " ".join(f"{kib / 1024:.0f}" for kib in result.rss_kib.values())
     return (
         f"| {name} | {number} | {burst.sent:,} | {burst.fulfilled:,} | {rejects or '0'} | "
-        f"{'exact' if result.conserved else 'VIOLATED'} | {burst.seconds:.2f} | "
-        f"{burst.sent / burst.seconds:,.0f} | {burst.percentile(0.5) * 1e3:,.0f} | "
-        f"{burst.percentile(0.99) * 1e3:,.0f} | {rss} |"
+        f"{burst.busy:,} | {'exact' if result.conserved else 'VIOLATED'} | "
+        f"{burst.seconds:.2f} | {burst.fulfilled / burst.seconds:,.0f} | "
+        f"{burst.percentile(0.5) * 1e3:,.0f} | {burst.percentile(0.99) * 1e3:,.0f} | "
+        f"{burst.answer_percentile(0.99) * 1e3:,.0f} | {rss} |"
     )
 
 
 ROUND_HEADER = (
-    "| part | round | packets at once | fulfilled | rejected | conservation | burst s "
-    "| packets/s | p50 ms | p99 ms | RSS MiB after the round |\n"
-    "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"
+    "| part | round | payments at once | fulfilled | rejected | T03 tried again | conservation "
+    "| burst s | fulfilled/s | p50 ms | p99 ms | answered attempt p99 ms "
+    "| RSS MiB after the round |\n"
+    "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"
 )
 
 
@@ -304,15 +414,18 @@ def section(parts: list[Part], command: str, load: str) -> str:
     )
     return (
         f"{SECTION}\n\n"
-        "Bursts of concurrent packets (all in flight at once) through `paychan connector`\n"
-        "processes with settlement disabled, the SQLite ledgers read back after every burst\n"
-        "(`bench/load.py` docstring). line: the 5 nodes of `examples/` (peer1 → peer5, 4\n"
-        "hops, fees 0), test payments from a sender on peer1 to `g.peer5`. hub: one node with\n"
-        "50 BTP client peers connected in, each paying the next through the hub.\n"
-        "Conservation: every ledger moved by exactly the fulfilled amounts per hop (line: each\n"
-        "link -F / +F and the sender +F; hub: each client +paid -received, sum 0).\n"
-        "p50/p99: each packet's round trip in a burst of all of them at once (queueing\n"
-        "included; per-hop latency at 1 in flight is in “Packet path”).\n\n"
+        "Bursts of concurrent payments (all sent at once) through `paychan connector`\n"
+        "processes with settlement disabled and their default load shedding (1,000 Prepares\n"
+        "in flight per peer, 2,000 per node, T03 beyond), the SQLite ledgers read back after\n"
+        "every burst (`bench/load.py` docstring). line: the 5 nodes of `examples/` (peer1 →\n"
+        "peer5, 4 hops, fees 0), test payments from a sender on peer1 to `g.peer5`. hub: one\n"
+        "node with 50 BTP client peers connected in, each paying the next through the hub.\n"
+        "A payment refused with T03 is sent again when another one is answered (T03 tried\n"
+        "again: how many times). Conservation: every ledger moved by exactly the fulfilled\n"
+        "amounts per hop (line: each link -F / +F and the sender +F; hub: each client +paid\n"
+        "-received, sum 0). p50/p99: each payment's time from its first send to its answer;\n"
+        "answered attempt p99: the round trip of the Prepare that got the answer, the time a\n"
+        "packet spent in the nodes (per-hop latency at 1 in flight is in “Packet path”).\n\n"
         f"Command: `{command}` · machine `2-core` · {today} · Python "
         f"{sys.version.split()[0]} · load average before the run {load}\n\n"
         f"{ROUND_HEADER}\n{rows}\n\n{memory_rows(parts)}\n\n" + READING
@@ -366,10 +479,12 @@ async def measure(args: argparse.Namespace) -> list[Part]:
             directory = work / f"line-{seconds}"
             directory.mkdir()
             expiry = datetime.timedelta(seconds=seconds)
-            parts.append(await run_line(directory, args.packets, args.rounds, expiry))
+            parts.append(await run_line(directory, args.packets, args.rounds, expiry, args.retry))
     if args.part in ("hub", "both"):
         (work / "hub-node").mkdir()
-        parts.append(await run_hub(work / "hub-node", args.peers, args.packets, args.rounds))
+        parts.append(
+            await run_hub(work / "hub-node", args.peers, args.packets, args.rounds, args.retry)
+        )
     return parts
 
 
@@ -385,6 +500,12 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=[int(EXPIRY.total_seconds())],
         help="line packets' expiry in s, one line run each (a node holds at most 30 s)",
+    )
+    parser.add_argument(
+        "--no-retry",
+        dest="retry",
+        action="store_false",
+        help="take a T03 (Connector Busy) as the payment's answer instead of sending it again",
     )
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args(argv)
