@@ -9,6 +9,7 @@ bytes, `wait_for_receipts` polls by hash. Nonces are chosen by the wallet sequen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import structlog
@@ -17,9 +18,11 @@ from eth_utils import to_checksum_address
 from temporalio import activity
 from web3 import AsyncWeb3
 from web3.exceptions import TransactionNotFound, Web3RPCError
+from web3.types import RPCEndpoint
 
 from activities import token_network as tn
 from activities.balance_proof import BalanceProof, CooperativeSettle, sign_cooperative_settle
+from activities.block_watch import BlockWatch
 from activities.errors import classified
 from activities.liveness import heartbeating
 from activities.shared_read import SharedRead
@@ -54,7 +57,10 @@ _PHASES = {
     ChannelState.CLOSED: ChannelPhase.CLOSED,
     ChannelState.SETTLED: ChannelPhase.SETTLED,
 }
+# How often the chain head is polled for every receipt wait together.
 RECEIPT_POLL_SECONDS = 0.1
+# A receipt wait looks again this often without a new block (rebroadcast, dropped checks).
+WAKE_WITHOUT_BLOCK_SECONDS = 1.0
 # Node answers meaning "I already have this very transaction": success for a re-broadcast.
 _ALREADY_HAVE = ("already known", "known transaction", "already imported", "nonce too low")
 # A tx whose nonce the chain has used for something else for this long was replaced.
@@ -62,6 +68,8 @@ DROPPED_AFTER_SECONDS = 30.0
 # A tx neither mined nor known to the node is sent again (same bytes) this often: an RPC node
 # that restarted has lost its mempool, and nobody else will broadcast the tx.
 REBROADCAST_SECONDS = 2.0
+# Transactions per JSON-RPC batch when broadcasting (hosted RPC nodes cap batch sizes).
+BROADCAST_BATCH_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -84,12 +92,17 @@ class ChainActivities:
         self._settle_timeout = settle_timeout
         # Every peer's balance check reads the same wallet: concurrent checks share a read.
         self._wallet_state = SharedRead(self._read_wallet)
+        # Every receipt wait follows the same chain head: one poll serves them all.
+        self._blocks = BlockWatch(self._read_head, RECEIPT_POLL_SECONDS)
 
     @activity.defn(name=ids.READ_CHAIN_STATE)
     @heartbeating
     @classified
     async def read_chain_state(self, request: ReadChainStateInput) -> ChainStateRead:
         """Balances, allowance, fees and the pair's channel. Read-only: safe to retry."""
+        return await self._chain_state(request)
+
+    async def _chain_state(self, request: ReadChainStateInput) -> ChainStateRead:
         w3, deployment, ours = self._w3, self._deployment, self._account.address
         peer = to_checksum_address(request.peer_address)
         channel_id, wallet = await asyncio.gather(
@@ -185,6 +198,9 @@ class ChainActivities:
         )
         return "0x" + signature.hex()
 
+    async def _read_head(self) -> int:
+        return await self._w3.eth.block_number
+
     async def _read_wallet(self) -> WalletState:
         w3, ours = self._w3, self._account.address
         eth, token, allowance, fees = await asyncio.gather(
@@ -231,11 +247,18 @@ class ChainActivities:
     @heartbeating
     @classified
     async def broadcast_transactions(self, txs: list[SignedTx]) -> list[BroadcastOutcome]:
-        """Send the recorded bytes in nonce order. Safe to retry: re-sending a transaction
-        the node already has is answered "already known" / "nonce too low", counted as sent."""
+        """Send the recorded bytes in nonce order, many per JSON-RPC batch. Safe to retry:
+        re-sending a transaction the node already has is answered "already known" / "nonce
+        too low", counted as sent."""
+        ordered = sorted(txs, key=lambda t: t.nonce)
         outcomes = []
-        for tx in sorted(txs, key=lambda t: t.nonce):
-            outcomes.append(BroadcastOutcome(tx.tx_hash, tx.nonce, await self._send_raw(tx)))
+        for start in range(0, len(ordered), BROADCAST_BATCH_SIZE):
+            chunk = ordered[start : start + BROADCAST_BATCH_SIZE]
+            errors = await self._send_raws(chunk)
+            outcomes += [
+                BroadcastOutcome(tx.tx_hash, tx.nonce, error)
+                for tx, error in zip(chunk, errors, strict=True)
+            ]
         return outcomes
 
     @activity.defn(name=ids.FILL_NONCE_GAPS)
@@ -260,14 +283,15 @@ class ChainActivities:
             try:
                 await self._w3.eth.send_raw_transaction(filler.raw_transaction)
             except Web3RPCError as err:
-                if not _already_have(err):
+                if not _already_have(str(err)):
                     raise
             log.warning("NONCE_GAP_FILLED", nonce=nonce, address=own)
 
     @activity.defn(name=ids.WAIT_FOR_RECEIPTS)
     @classified
     async def wait_for_receipts(self, request: WaitForReceiptsInput) -> ChainSendsMined:
-        """Poll until every tx has a receipt; report the reverted ones by name.
+        """Look for every tx's receipt at each new block until all are in; report the
+        reverted ones by name; then, when asked (`read_after`), read the pair's chain state.
 
         Safe to retry: it sends nothing new. A tx the node no longer knows (neither mined nor
         in its mempool: the node restarted) is broadcast again from its recorded bytes. A tx
@@ -279,27 +303,19 @@ class ChainActivities:
         nonce_used_since: dict[str, float] = {}
         loop = asyncio.get_running_loop()
         look_again_at = {tx_hash: loop.time() + REBROADCAST_SECONDS for tx_hash in pending}
+        head = None
         while pending:
-            for tx_hash, tx in list(pending.items()):
-                try:
+            for tx_hash in list(pending):
+                with contextlib.suppress(TransactionNotFound):
                     receipts[tx_hash] = await self._w3.eth.get_transaction_receipt(tx_hash)
                     del pending[tx_hash]
-                except TransactionNotFound:
-                    if await self._nonce_used(tx.nonce):
-                        first_seen = nonce_used_since.setdefault(tx_hash, loop.time())
-                        if loop.time() - first_seen > DROPPED_AFTER_SECONDS:
-                            receipts[tx_hash] = None
-                            del pending[tx_hash]
-                    elif loop.time() >= look_again_at[tx_hash]:
-                        look_again_at[tx_hash] = loop.time() + REBROADCAST_SECONDS
-                        if not await self._is_known(tx_hash):
-                            error = await self._send_raw(tx)
-                            log.warning(
-                                "TX_REBROADCAST", txHash=tx_hash, nonce=tx.nonce, error=error
-                            )
+            if pending:
+                await self._missing_receipts(pending, receipts, nonce_used_since, look_again_at)
             activity.heartbeat(len(receipts))
             if pending:
-                await asyncio.sleep(RECEIPT_POLL_SECONDS)
+                # Nothing can change before the next block; the timeout keeps the checks
+                # above (and the heartbeat) going on a stalled chain.
+                head = await self._blocks.after(head, timeout=WAKE_WITHOUT_BLOCK_SECONDS)
         reverted = []
         for tx in request.txs:
             receipt = receipts[tx.tx_hash]
@@ -307,7 +323,33 @@ class ChainActivities:
                 reverted.append(f"{tx.intent.kind}: dropped (nonce {tx.nonce} used by another tx)")
             elif receipt["status"] != 1:
                 reverted.append(f"{tx.intent.kind}: {await self._revert_reason(tx, receipt)}")
-        return ChainSendsMined(reverted=tuple(reverted))
+        state = None
+        if request.read_after is not None:
+            state = await self._chain_state(request.read_after)
+        return ChainSendsMined(reverted=tuple(reverted), state=state)
+
+    async def _missing_receipts(
+        self,
+        pending: dict[str, SignedTx],
+        receipts: dict[str, dict | None],
+        nonce_used_since: dict[str, float],
+        look_again_at: dict[str, float],
+    ) -> None:
+        """Txs without a receipt: dropped once their nonce has long been used by another tx;
+        sent again when the node does not know them (one nonce read for them all)."""
+        now = asyncio.get_running_loop().time()
+        mined_nonces = await self._w3.eth.get_transaction_count(self._account.address, "latest")
+        for tx_hash, tx in list(pending.items()):
+            if mined_nonces > tx.nonce:
+                first_seen = nonce_used_since.setdefault(tx_hash, now)
+                if now - first_seen > DROPPED_AFTER_SECONDS:
+                    receipts[tx_hash] = None
+                    del pending[tx_hash]
+            elif now >= look_again_at[tx_hash]:
+                look_again_at[tx_hash] = now + REBROADCAST_SECONDS
+                if not await self._is_known(tx_hash):
+                    error = await self._send_raw(tx)
+                    log.warning("TX_REBROADCAST", txHash=tx_hash, nonce=tx.nonce, error=error)
 
     def _build(self, intent: TxIntent) -> UnsignedTx:
         deployment = self._deployment
@@ -355,11 +397,32 @@ class ChainActivities:
                 )
         raise ValueError(f"unknown intent {intent.kind}")
 
+    async def _send_raws(self, txs: list[SignedTx]) -> list[str | None]:
+        """Each tx's refusal (None: sent), the txs sent as one JSON-RPC batch: one round trip
+        instead of one per tx, each of which waited its turn on an event loop busy with
+        every other peer's work. A node that takes no batches gets them one by one."""
+        try:
+            responses = await self._w3.provider.make_batch_request(
+                [(RPCEndpoint("eth_sendRawTransaction"), [tx.raw]) for tx in txs]
+            )
+        except NotImplementedError:  # a provider without batches
+            responses = None
+        if not isinstance(responses, list) or len(responses) != len(txs):
+            return [await self._send_raw(tx) for tx in txs]
+        errors: list[str | None] = []
+        for tx, response in zip(txs, responses, strict=True):
+            error = response.get("error")
+            if error is None or (_already_have(str(error)) and await self._is_known(tx.tx_hash)):
+                errors.append(None)
+            else:
+                errors.append(str(error))
+        return errors
+
     async def _send_raw(self, tx: SignedTx) -> str | None:
         try:
             await self._w3.eth.send_raw_transaction(tx.raw)
         except Web3RPCError as err:
-            if _already_have(err) and await self._is_known(tx.tx_hash):
+            if _already_have(str(err)) and await self._is_known(tx.tx_hash):
                 return None
             return str(err)
         return None
@@ -370,9 +433,6 @@ class ChainActivities:
         except TransactionNotFound:
             return False
         return True
-
-    async def _nonce_used(self, nonce: int) -> bool:
-        return await self._w3.eth.get_transaction_count(self._account.address, "latest") > nonce
 
     async def _revert_reason(self, tx: SignedTx, receipt: dict) -> str:
         # Replay what was sent, not a rebuild from the intent: the worker that signed it may
@@ -406,6 +466,6 @@ def _signature_bytes(signature: str) -> bytes:
     return bytes.fromhex(signature.removeprefix("0x"))
 
 
-def _already_have(err: Web3RPCError) -> bool:
-    message = str(err).lower()
+def _already_have(error: str) -> bool:
+    message = error.lower()
     return any(marker in message for marker in _ALREADY_HAVE)

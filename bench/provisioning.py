@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
 import re
 import secrets
 import statistics
@@ -33,7 +34,6 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from web3 import AsyncWeb3
 
 from activities import token_network as tn
@@ -43,6 +43,7 @@ from activities.rpc import connect_rpc
 from activities.token_network import Deployment
 from connector.channels import ChannelProvisioner, ChannelRegistry
 from connector.devstack import ANVIL_KEYS, run_anvil, run_temporal
+from worker.data_converter import DATA_CONVERTER
 from worker.run import ChainContext, build_workers
 from workflows.ids import channel_workflow_id, sequencer_workflow_id
 from workflows.messages import ChannelParams
@@ -53,6 +54,8 @@ SIZES = (1, 10, 50, 100)
 BLOCK_TIME = 1.0
 TARGET = 10 * 10**18
 SETTLE_TIMEOUT = 500
+# The marker a local activity's result is recorded in (Temporal core's name).
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,16 @@ class Step:
     completed: list[float] = field(default_factory=list)
 
 
+def _local_activity(event: HistoryEvent) -> str | None:
+    """The activity type of a local activity's marker, else None."""
+    if not event.HasField("marker_recorded_event_attributes"):
+        return None
+    marker = event.marker_recorded_event_attributes
+    if marker.marker_name != LOCAL_ACTIVITY_MARKER:
+        return None
+    return json.loads(marker.details["data"].payloads[0].data)["activity_type"]
+
+
 def _seconds(event: HistoryEvent, origin: datetime.datetime) -> float:
     return (event.event_time.ToDatetime() - origin).total_seconds()
 
@@ -170,10 +183,17 @@ async def print_profile(
             elif event.HasField("activity_task_completed_event_attributes"):
                 step = names[event.activity_task_completed_event_attributes.scheduled_event_id]
                 steps[step].completed.append(_seconds(event, origin))
+            elif (name := _local_activity(event)) is not None:
+                # Recorded with the workflow task that ran it: "completed" is that moment.
+                seen[name] = seen.get(name, 0) + 1
+                step = f"{name} (local) #{seen[name]}"
+                steps.setdefault(step, Step()).completed.append(_seconds(event, origin))
     print(
         "\nstep (s after first start)      scheduled med/max   started med/max  completed med/max"
     )
-    for name, step in sorted(steps.items(), key=lambda item: statistics.median(item[1].scheduled)):
+    for name, step in sorted(
+        steps.items(), key=lambda item: statistics.median(item[1].scheduled or item[1].completed)
+    ):
         cells = [
             f"{statistics.median(times):5.2f}/{max(times):5.2f}" if times else "    -/    -"
             for times in (step.scheduled, step.started, step.completed)
@@ -200,7 +220,7 @@ async def print_profile(
 
 async def measure(sizes: tuple[int, ...], rounds: int, profile: bool) -> list[Run]:
     with run_temporal(ui=False) as server, run_anvil(block_time=BLOCK_TIME) as chain:
-        client = await Client.connect(server.target, data_converter=pydantic_data_converter)
+        client = await Client.connect(server.target, data_converter=DATA_CONVERTER)
         w3 = await connect_rpc(chain.url)
         try:
             deployment = await deploy(w3, Account.from_key(ANVIL_KEYS[0]))

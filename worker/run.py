@@ -12,7 +12,6 @@ from datetime import timedelta
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 from web3 import AsyncWeb3
 
@@ -24,6 +23,7 @@ from activities.rpc import connect_rpc
 from activities.sequencer import SequencerClientActivities
 from activities.token_network import Deployment
 from connector.config import NodeConfig, SettlementConfig, TemporalConfig
+from worker.data_converter import DATA_CONVERTER
 from workflows import ids
 from workflows.channel import ChannelWorkflow
 from workflows.sequencer import WalletSequencer
@@ -113,7 +113,7 @@ class SettlementDisabled(RuntimeError):
 
 async def connect_temporal(config: TemporalConfig) -> Client:
     return await Client.connect(
-        config.address, namespace=config.namespace, data_converter=pydantic_data_converter
+        config.address, namespace=config.namespace, data_converter=DATA_CONVERTER
     )
 
 

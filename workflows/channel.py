@@ -89,6 +89,14 @@ MAX_HISTORY_EVENTS = 2_000
 PATCH_KEEPER = "channel-keeper-timer"
 # Reads carry the send sequence they were asked for at, so a stale one sends nothing twice.
 PATCH_STALE_READS = "channel-reads-know-their-sends"
+# Fewer round trips through the server per peer, decided once at the start of a run (runs
+# recorded before it replay as they ran): the balance read is a local activity (a marker in
+# the workflow task that asked for it, not an activity task plus a workflow task for its
+# result); the receipt wait reads the pair once mined (no read activity after a send);
+# balance reads carry the workflow clock, so READY starts the keeper's idle clock and its
+# first channel read comes a check interval later instead of at once; and the keeper timer
+# and read sequence numbers are on without markers of their own.
+PATCH_FEWER_ROUND_TRIPS = "provisioning-fewer-round-trips"
 # How long the partner's connector has to sign a cooperative settle before the close goes
 # unilateral.
 COOPERATIVE_ANSWER_TIMEOUT = timedelta(seconds=30)
@@ -111,6 +119,8 @@ class ChannelWorkflow:
         # The last channel read failed for good (a revert: bad config): read again only
         # after RETRY_AFTER_SECONDS, not in a loop.
         self._read_failed = False
+        # PATCH_FEWER_ROUND_TRIPS, decided when the run starts.
+        self._fewer_round_trips = False
 
     @workflow.signal(name=ids.SIGNAL_PEER_CONNECTED)
     def peer_connected(self) -> None:
@@ -166,6 +176,7 @@ class ChannelWorkflow:
 
     @workflow.run
     async def run(self, params: ChannelParams) -> ChannelStatus:
+        self._fewer_round_trips = workflow.patched(PATCH_FEWER_ROUND_TRIPS)
         self._publish()
         while True:
             if self._state.stage is Stage.SETTLED:
@@ -201,7 +212,7 @@ class ChannelWorkflow:
     def _keeper_wait(self) -> float | None:
         if self._inbox or self._state.stage not in KEEPING_STAGES:
             return None
-        if not workflow.patched(PATCH_KEEPER):
+        if not (self._fewer_round_trips or workflow.patched(PATCH_KEEPER)):
             return None
         wait = next_check_in(self._state, workflow.now().timestamp())
         if wait is not None and self._read_failed:
@@ -211,9 +222,9 @@ class ChannelWorkflow:
     async def _execute(self, command: Command) -> None:
         match command:
             case ChainReadState():
-                self._inbox.append(await self._read_chain())
-            case ChainSend(request_id=request_id, intents=intents):
-                self._inbox.append(await self._send(request_id, intents))
+                self._inbox.append(self._timed(await self._read_chain()))
+            case ChainSend():
+                self._inbox.append(await self._send(command))
             case WaitForFunds():
                 # Any signal cuts the wait short; the timer is durable across restarts.
                 try:
@@ -253,14 +264,30 @@ class ChannelWorkflow:
 
     async def _read_chain(self) -> ChainStateRead:
         assert self._state.peer_address is not None
+        request = ReadChainStateInput(self._state.peer_address)
+        if self._fewer_round_trips:
+            # A short read-only call: run by this worker inside the workflow task that asks
+            # for it, its result recorded as a marker when that task completes.
+            return await workflow.execute_local_activity(
+                ids.READ_CHAIN_STATE,
+                request,
+                result_type=ChainStateRead,
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=CHAIN_RETRY,
+            )
         return await workflow.execute_activity(
             ids.READ_CHAIN_STATE,
-            ReadChainStateInput(self._state.peer_address),
+            request,
             result_type=ChainStateRead,
             start_to_close_timeout=timedelta(seconds=15),
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=CHAIN_RETRY,
         )
+
+    def _timed(self, read: ChainStateRead) -> ChainStateRead:
+        if not self._fewer_round_trips:
+            return read
+        return replace(read, read_at=workflow.now().timestamp())
 
     async def _read_channel(self) -> ChainChannelRead | None:
         """The chain (our workers) and the claims (our connector) read side by side. A read
@@ -268,7 +295,8 @@ class ChannelWorkflow:
         state, params = self._state, self._params
         assert state.channel is not None and state.peer_address is not None
         channel_id = state.channel.channel_id
-        sends_before = state.send_sequence if workflow.patched(PATCH_STALE_READS) else None
+        knows_sends = self._fewer_round_trips or workflow.patched(PATCH_STALE_READS)
+        sends_before = state.send_sequence if knows_sends else None
         try:
             chain, claims = await asyncio.gather(
                 workflow.execute_activity(
@@ -347,16 +375,20 @@ class ChannelWorkflow:
             their_signature=answer.their_signature,
         )
 
-    async def _send(self, request_id: str, intents: tuple) -> Change:
+    async def _send(self, send: ChainSend) -> Change:
         info = workflow.info()
         # Stable across activity retries and continue-as-new (which carries the send sequence),
         # new for a fresh start of the same id after a cancel: its sequence restarts at 1 and
         # must not be answered with the old run's (possibly reverted) transactions.
-        batch_id = f"{info.workflow_id}/{info.first_execution_run_id}/{request_id}"
+        batch_id = f"{info.workflow_id}/{info.first_execution_run_id}/{send.request_id}"
+        read_after = None
+        if send.read_after and self._fewer_round_trips:
+            assert self._state.peer_address is not None
+            read_after = ReadChainStateInput(self._state.peer_address)
         try:
             submitted = await workflow.execute_activity(
                 ids.SUBMIT_TRANSACTIONS,
-                SubmitRequest(batch_id, intents),
+                SubmitRequest(batch_id, send.intents),
                 result_type=SubmitResult,
                 start_to_close_timeout=timedelta(seconds=60),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -365,9 +397,11 @@ class ChannelWorkflow:
             if submitted.refused:
                 return ChainSendFailed(submitted.refused)
             # The hashes are in history now: a crash from here on waits for these very txs.
-            return await workflow.execute_activity(
+            # Replays follow the recorded result: one without a state (histories from before
+            # `read_after`) is followed by a read of its own, as it was then.
+            mined = await workflow.execute_activity(
                 ids.WAIT_FOR_RECEIPTS,
-                WaitForReceiptsInput(submitted.txs),
+                WaitForReceiptsInput(submitted.txs, read_after),
                 result_type=ChainSendsMined,
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -378,6 +412,9 @@ class ChannelWorkflow:
             if isinstance(cause, ApplicationError) and cause.non_retryable:
                 return ChainSendFailed(f"{cause.type}: {cause.message}")
             raise
+        if mined.state is None:
+            return mined
+        return replace(mined, state=self._timed(mined.state))
 
     def _notify_ready(self, command: NotifySettlementReady) -> None:
         params = self._params

@@ -135,6 +135,9 @@ class FillNoncesInput:
 @dataclass(frozen=True)
 class WaitForReceiptsInput:
     txs: tuple[SignedTx, ...]
+    # Once every receipt is in, read the pair's chain state as `read_chain_state` would
+    # (one activity less per send while provisioning); None: only wait.
+    read_after: ReadChainStateInput | None = None
 
 
 @dataclass(frozen=True)

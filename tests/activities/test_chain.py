@@ -10,9 +10,10 @@ from eth_account import Account
 from temporalio.testing import ActivityEnvironment
 from web3 import AsyncWeb3
 
+from activities import token_network as tn
 from activities.chain import ChainActivities
 from activities.token_network import Deployment
-from workflows.messages import SignInput, WaitForReceiptsInput
+from workflows.messages import ReadChainStateInput, SignedTx, SignInput, WaitForReceiptsInput
 from workflows.provisioning.commands import SendKind, TxIntent
 
 pytestmark = pytest.mark.integration
@@ -58,3 +59,79 @@ async def test_a_transaction_the_node_lost_is_broadcast_again_while_its_receipt_
         1,
         nonce + 1,
     )
+
+
+async def test_broadcast_batch_counts_a_repeat_as_sent_and_names_a_refusal(
+    anvil_w3: AsyncWeb3, deployment: Deployment, new_account
+) -> None:
+    account = await new_account()
+    chain = ChainActivities(anvil_w3, account, deployment, settle_timeout=40)
+    env = ActivityEnvironment()
+    partner = Account.from_key(secrets.token_bytes(32)).address
+    nonce = await anvil_w3.eth.get_transaction_count(account.address, "pending")
+    intents = (
+        TxIntent(SendKind.APPROVE),
+        TxIntent(SendKind.OPEN_CHANNEL, partner=partner),
+    )
+    signed = await env.run(chain.sign_transactions, SignInput(intents, nonce))
+    # Sent in one JSON-RPC batch; sent again (a retried broadcast): the node already has
+    # them (or mined them), which is success, not a refusal.
+    for _ in range(2):
+        outcomes = await env.run(chain.broadcast_transactions, signed)
+        assert [(o.nonce, o.error) for o in outcomes] == [(nonce, None), (nonce + 1, None)]
+    # Other bytes for a nonce already mined: refused, with the node's reason.
+    await env.run(chain.wait_for_receipts, WaitForReceiptsInput(tuple(signed)))
+    tx = account.sign_transaction(
+        {
+            "to": account.address,
+            "value": 1,
+            "gas": 21_000,
+            "nonce": nonce,
+            "chainId": deployment.chain_id,
+            **await tn.fee_fields(anvil_w3),
+        }
+    )
+    other = SignedTx(
+        intent=TxIntent(SendKind.APPROVE),
+        nonce=nonce,
+        tx_hash="0x" + tx.hash.hex().removeprefix("0x"),
+        raw="0x" + tx.raw_transaction.hex().removeprefix("0x"),
+    )
+    (refused,) = await env.run(chain.broadcast_transactions, [other])
+    assert refused.error is not None and "nonce" in refused.error.lower()
+
+
+async def test_receipt_wait_reads_the_pair_once_everything_mined(
+    anvil_w3: AsyncWeb3, deployment: Deployment, new_account
+) -> None:
+    account = await new_account()
+    chain = ChainActivities(anvil_w3, account, deployment, settle_timeout=40)
+    env = ActivityEnvironment()
+    partner = Account.from_key(secrets.token_bytes(32)).address
+    before = await env.run(chain.read_chain_state, ReadChainStateInput(partner))
+    assert before.channel is None
+    intents = (
+        TxIntent(SendKind.APPROVE),
+        TxIntent(SendKind.OPEN_CHANNEL, partner=partner),
+        TxIntent(
+            SendKind.SET_TOTAL_DEPOSIT,
+            channel_id=before.next_channel_id,
+            partner=partner,
+            total_deposit=10**18,
+        ),
+    )
+    nonce = await anvil_w3.eth.get_transaction_count(account.address, "pending")
+    signed = await env.run(chain.sign_transactions, SignInput(intents, nonce))
+    await env.run(chain.broadcast_transactions, signed)
+    mined = await env.run(
+        chain.wait_for_receipts,
+        WaitForReceiptsInput(tuple(signed), read_after=ReadChainStateInput(partner)),
+    )
+    assert mined.reverted == ()
+    assert mined.state is not None and mined.state.channel is not None
+    assert mined.state.channel.channel_id == before.next_channel_id
+    assert (mined.state.channel.our_deposit, mined.state.allowance) == (10**18, 2**256 - 1)
+    # Without `read_after` the wait only waits.
+    assert (
+        await env.run(chain.wait_for_receipts, WaitForReceiptsInput(tuple(signed)))
+    ).state is None

@@ -113,7 +113,8 @@ class Boundary:
 
 
 BOUNDARIES = {
-    # Balances read; the submission is running and the sequencer reads the nonce.
+    # Balances read (a local activity); the submission is running and the sequencer reads
+    # the nonce.
     "read_chain_state": Boundary(ids.READ_CHAIN_STATE, False, ("eth_getTransactionCount",)),
     # Raw txs and hashes in the sequencer's history, nothing broadcast yet.
     "sign_transactions": Boundary(ids.SIGN_TRANSACTIONS, True, ("eth_sendRawTransaction",)),
@@ -123,9 +124,10 @@ BOUNDARIES = {
     ),
     # Hashes in the channel workflow's history; the receipt wait is at its first poll.
     "submit_transactions": Boundary(ids.SUBMIT_TRANSACTIONS, False, ("eth_getTransactionReceipt",)),
-    # Receipts seen; the re-read that leads to READY is at its first call.
+    # Receipts seen inside the wait; its read of the pair (which leads to READY) is at its
+    # first call. (Once the wait completes, READY is decided in the same workflow task.)
     "wait_for_receipts": Boundary(
-        ids.WAIT_FOR_RECEIPTS, False, ("eth_sendRawTransaction", "eth_call")
+        ids.SUBMIT_TRANSACTIONS, False, ("eth_getTransactionReceipt", "eth_call")
     ),
 }
 

@@ -1,12 +1,15 @@
 """What crash tests read from workflow histories: the moment a named activity completes
-(the step boundary to kill at), and the transactions provisioning asked for."""
+(the step boundary to kill at; a local activity completes with its marker), and the
+transactions provisioning asked for."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -16,6 +19,19 @@ from workflows.messages import SubmitRequest, SubmitResult
 
 _SCHEDULED = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
 _COMPLETED = EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+_MARKER = EventType.EVENT_TYPE_MARKER_RECORDED
+# The marker a local activity's result is recorded in (Temporal core's name).
+_LOCAL_ACTIVITY_MARKER = "core_local_activity"
+
+
+def _local_activity(event: HistoryEvent) -> str | None:
+    """The activity type of a local activity's marker (its completion), else None."""
+    if event.event_type != _MARKER:
+        return None
+    marker = event.marker_recorded_event_attributes
+    if marker.marker_name != _LOCAL_ACTIVITY_MARKER:
+        return None
+    return json.loads(marker.details["data"].payloads[0].data)["activity_type"]
 
 
 async def wait_for_completed(
@@ -37,6 +53,8 @@ async def wait_for_completed(
                         attributes = event.activity_task_completed_event_attributes
                         if names.get(attributes.scheduled_event_id) == activity:
                             return
+                    elif _local_activity(event) == activity:
+                        return
             except RPCError as err:
                 if err.status is not RPCStatusCode.NOT_FOUND:
                     raise
@@ -56,6 +74,8 @@ async def completed_activities(client: Client, workflow_id: str) -> list[str]:
             elif event.event_type == _COMPLETED:
                 attributes = event.activity_task_completed_event_attributes
                 completed.append(names[attributes.scheduled_event_id])
+            elif (local := _local_activity(event)) is not None:
+                completed.append(local)
     except RPCError as err:
         if err.status is not RPCStatusCode.NOT_FOUND:
             raise

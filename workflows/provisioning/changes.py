@@ -52,13 +52,19 @@ class ChainStateRead:
     # send: together they bound the ETH the next batch can burn.
     fee_per_gas: int
     gas_limits: GasLimits
+    # The workflow clock when the read came back: READY on it starts the keeper's idle
+    # clock, so its first channel read comes a check interval later, not at once. None in
+    # runs from before the workflow kept it (their first keeper read starts the clock).
+    read_at: float | None = None
 
 
 @dataclass(frozen=True)
 class ChainSendsMined:
-    """Receipts for one batch of sends. `reverted` holds "<kind>: <reason>" per revert."""
+    """Receipts for one batch of sends. `reverted` holds "<kind>: <reason>" per revert;
+    `state` is the pair's chain state read after them, when the send asked for it."""
 
     reverted: tuple[str, ...] = ()
+    state: ChainStateRead | None = None
 
 
 @dataclass(frozen=True)

@@ -56,10 +56,12 @@ class ChainSend:
     """Sign, broadcast and await these intents, in order, as one pipelined batch.
 
     `request_id` is deterministic so a retried submission is recognised, not repeated.
+    `read_after`: once mined, read the pair's chain state too (`ChainSendsMined.state`).
     """
 
     request_id: str
     intents: tuple[TxIntent, ...]
+    read_after: bool = False
 
 
 @dataclass(frozen=True)

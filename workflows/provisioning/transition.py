@@ -142,6 +142,9 @@ def _on_state_read(change: ChainStateRead, state: ProvisioningState) -> Transiti
             shortfall=None,
             last_error=None,
             reverted_sends=0,
+            last_activity_at=change.read_at
+            if change.read_at is not None
+            else state.last_activity_at,
         )
         return Transition(
             ready, (_notify(channel), EmitTelemetry(CHANNEL_CREATION_SUCCESS, channel.channel_id))
@@ -163,7 +166,8 @@ def _on_state_read(change: ChainStateRead, state: ProvisioningState) -> Transiti
         shortfall=None,
         send_sequence=sequence,
     )
-    return Transition(sending, (ChainSend(f"send-{sequence}", intents),))
+    # The wait reads the chain again once mined: one activity less per send.
+    return Transition(sending, (ChainSend(f"send-{sequence}", intents, read_after=True),))
 
 
 @_handle.register
@@ -187,6 +191,9 @@ def _on_sends_mined(change: ChainSendsMined, state: ProvisioningState) -> Transi
         state = replace(
             state, reverted_sends=state.reverted_sends + 1, last_error="; ".join(change.reverted)
         )
+    if change.state is not None:
+        # Read by the wait once everything mined: it decides, as a read of its own would.
+        return _on_state_read(change.state, state)
     return Transition(state, (ChainReadState(),))
 
 

@@ -49,6 +49,7 @@ def read(
     token: int = 100 * 10**18,
     allowance: int = 0,
     channel: Channel | None = None,
+    read_at: float | None = None,
 ) -> ChainStateRead:
     return ChainStateRead(
         eth_balance=eth,
@@ -58,6 +59,7 @@ def read(
         next_channel_id=NEXT_ID,
         fee_per_gas=FEE,
         gas_limits=LIMITS,
+        read_at=read_at,
     )
 
 
@@ -97,6 +99,54 @@ def test_no_channel_sends_approve_open_and_deposit_into_the_predicted_id() -> No
     assert send.intents[2].total_deposit == TARGET
     # Each batch gets a fresh deterministic request id for the sequencer to dedupe by.
     assert step.state.send_sequence == 1
+    # The receipt wait reads the pair again once mined: no read of its own afterwards.
+    assert send.read_after
+
+
+def test_mined_with_the_read_after_it_decides_at_once() -> None:
+    checking = transition(fresh(), ReceivePeerConnected()).state
+    opening = transition(checking, read()).state
+    channel = Channel(channel_id=NEXT_ID, our_deposit=TARGET, their_deposit=0)
+    step = transition(opening, ChainSendsMined(state=read(channel=channel, read_at=1_000.0)))
+    assert step.state.stage is Stage.READY
+    assert step.commands == (
+        NotifySettlementReady(NEXT_ID, TARGET, 0),
+        EmitTelemetry("CHANNEL_CREATION_SUCCESS", NEXT_ID),
+    )
+    # READY starts the keeper's idle clock at the read, so the keeper need not read at once.
+    assert step.state.last_activity_at == 1_000.0
+    # The same receipts again (a replayed or duplicated result) send nothing.
+    assert transition(step.state, ChainSendsMined(state=read(channel=channel))).commands == ()
+
+
+def test_mined_with_the_read_after_it_sends_what_is_still_missing() -> None:
+    # The open reverted (the peer opened first) and our deposit went into its channel short
+    # of the target: the read inside the wait asks for the rest, counting the revert.
+    checking = transition(fresh(), ReceivePeerConnected()).state
+    opening = transition(checking, read()).state
+    partial = Channel(channel_id=NEXT_ID, our_deposit=TARGET // 2, their_deposit=TARGET)
+    mined = ChainSendsMined(
+        reverted=("open_channel: ChannelAlreadyOpen",),
+        state=read(allowance=2**256 - 1, channel=partial),
+    )
+    step = transition(opening, mined)
+    assert step.state.stage is Stage.DEPOSITING
+    assert step.state.reverted_sends == 1
+    (send,) = step.commands
+    assert isinstance(send, ChainSend) and send.read_after
+    assert [(i.kind, i.total_deposit) for i in send.intents] == [
+        (SendKind.SET_TOTAL_DEPOSIT, TARGET)
+    ]
+    assert step.state.send_sequence == opening.send_sequence + 1
+
+
+def test_ready_on_a_read_without_its_time_leaves_the_idle_clock_to_the_keeper() -> None:
+    # Histories recorded before reads carried the workflow clock replay as they ran: the
+    # keeper's first read starts the idle clock.
+    checking = transition(fresh(), ReceivePeerConnected()).state
+    channel = Channel(channel_id=NEXT_ID, our_deposit=TARGET, their_deposit=0)
+    step = transition(checking, read(channel=channel))
+    assert step.state.stage is Stage.READY and step.state.last_activity_at is None
 
 
 def test_existing_channel_with_enough_allowance_only_deposits() -> None:

@@ -1,0 +1,54 @@
+"""What a new run costs the Temporal server per peer, on the real dev server and anvil: the
+balance read is a local activity (a marker), the receipt wait reads the pair itself, READY
+arms the keeper's timer instead of reading at once, so a peer takes three activities (submit,
+wait, tell the connector). The history replays in the sandbox."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from contextlib import AsyncExitStack
+
+from eth_account import Account
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.worker import Replayer
+from web3 import AsyncWeb3
+
+from activities.token_network import Deployment
+from tests.integration.provisioning_node import Node
+from workflows import ids
+from workflows.channel import PATCH_FEWER_ROUND_TRIPS, ChannelWorkflow
+
+
+async def test_a_peer_takes_three_activities_and_a_local_read_and_replays(
+    temporal_client: Client, anvil_w3: AsyncWeb3, deployment: Deployment, new_account
+) -> None:
+    node = Node(f"trips-{uuid.uuid4().hex[:8]}", await new_account(), temporal_client)
+    partner = Account.from_key(secrets.token_bytes(32)).address
+    async with AsyncExitStack() as stack:
+        await node.start(stack, anvil_w3, deployment, {"p": partner})
+        await node.provisioner.peer_connected("p")
+        await node.wait_for_stage("p", "READY")
+        history = await node.handle("p").fetch_history()
+
+    activities, markers = [], []
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            activities.append(event.activity_task_scheduled_event_attributes.activity_type.name)
+        elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            marker = event.marker_recorded_event_attributes
+            data = json.loads(marker.details[_MARKER_DATA[marker.marker_name]].payloads[0].data)
+            markers.append(data.get("id") or data.get("activity_type"))
+    assert activities == [ids.SUBMIT_TRANSACTIONS, ids.WAIT_FOR_RECEIPTS, ids.MARK_SETTLEMENT_READY]
+    assert markers == [PATCH_FEWER_ROUND_TRIPS, ids.READ_CHAIN_STATE]
+    types = {event.event_type for event in history.events}
+    assert EventType.EVENT_TYPE_TIMER_STARTED in types  # the keeper's, a check interval out
+
+    replayer = Replayer(workflows=[ChannelWorkflow], data_converter=temporal_client.data_converter)
+    await replayer.replay_workflow(history)
+
+
+# Where each kind of marker keeps its JSON: a patch its id, a local activity its type.
+_MARKER_DATA = {"core_patch": "patch-data", "core_local_activity": "data"}
