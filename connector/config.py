@@ -56,7 +56,7 @@ DEFAULT_CREDIT_LIMIT = 10**12
 # Load shedding (connector/services/in_flight.py; the figures behind the defaults are in
 # BENCHMARKS.md "Reliability — load").
 DEFAULT_MAX_IN_FLIGHT_PER_PEER = 1_000
-DEFAULT_MAX_IN_FLIGHT_TOTAL = 2_000
+DEFAULT_MAX_IN_FLIGHT_TOTAL = 4_000
 DEFAULT_PRIVATE_KEY_ENV = "TREASURY_EVM_PRIVATE_KEY"
 # `${VAR}` or `${VAR:-default}`; `$${` is a literal `${`.
 _INTERPOLATION = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

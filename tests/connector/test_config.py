@@ -199,7 +199,7 @@ def test_settlement_threshold_falls_back_to_the_settlement_block() -> None:
 
 def test_load_shedding_caps_default_and_are_set_per_node_and_per_peer() -> None:
     default = parse_config(MINIMAL, ENV)
-    assert (default.max_in_flight_per_peer, default.max_in_flight_total) == (1_000, 2_000)
+    assert (default.max_in_flight_per_peer, default.max_in_flight_total) == (1_000, 4_000)
     assert default.peer("peer3").max_in_flight is None
     text = MINIMAL.replace("nodeId: peer2", "nodeId: peer2\nmaxInFlightPerPeer: 50")
     text = text.replace("authToken: other-secret", "authToken: other-secret\n    maxInFlight: 7")
