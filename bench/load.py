@@ -20,7 +20,7 @@ then the ledgers are read from their files and checked:
 Nodes shed load (`connector/services/in_flight.py`): beyond `maxInFlightPerPeer` Prepares
 from one peer, or `maxInFlightTotal` from all, a node answers T03 Connector Busy at once.
 The senders do what T03 asks ("try again later"): a refused payment waits until another
-payment of the burst gets its answer (the node freed a slot before answering), or ~5 s,
+payment of the burst gets its answer (the node freed a slot before answering), or ~20 s,
 and is sent again as a new Prepare with a fresh expiry; `--no-retry` takes the T03 as its
 answer instead. Throughput is payments fulfilled per second of the burst.
 
@@ -80,7 +80,7 @@ FULFILLMENT = bytes([9]) * 32
 CONDITION = sha256(FULFILLMENT).digest()
 HUB_CREDIT = 10**18
 # A payment refused with T03 that no answer lets through tries again after about this long.
-FALLBACK_WAIT = 5.0
+FALLBACK_WAIT = 20.0
 BURST_TIMEOUT = 600.0
 
 
@@ -416,7 +416,7 @@ def section(parts: list[Part], command: str, load: str) -> str:
         f"{SECTION}\n\n"
         "Bursts of concurrent payments (all sent at once) through `paychan connector`\n"
         "processes with settlement disabled and their default load shedding (1,000 Prepares\n"
-        "in flight per peer, 2,000 per node, T03 beyond), the SQLite ledgers read back after\n"
+        "in flight per peer, 4,000 per node, T03 beyond), the SQLite ledgers read back after\n"
         "every burst (`bench/load.py` docstring). line: the 5 nodes of `examples/` (peer1 →\n"
         "peer5, 4 hops, fees 0), test payments from a sender on peer1 to `g.peer5`. hub: one\n"
         "node with 50 BTP client peers connected in, each paying the next through the hub.\n"
@@ -424,8 +424,9 @@ def section(parts: list[Part], command: str, load: str) -> str:
         "again: how many times). Conservation: every ledger moved by exactly the fulfilled\n"
         "amounts per hop (line: each link -F / +F and the sender +F; hub: each client +paid\n"
         "-received, sum 0). p50/p99: each payment's time from its first send to its answer;\n"
-        "answered attempt p99: the round trip of the Prepare that got the answer, the time a\n"
-        "packet spent in the nodes (per-hop latency at 1 in flight is in “Packet path”).\n\n"
+        "answered attempt p99: the round trip of the Prepare that got the answer, the time it\n"
+        "spent in the nodes and on its way to the first (per-hop latency at 1 in flight is in\n"
+        "“Packet path”).\n\n"
         f"Command: `{command}` · machine `2-core` · {today} · Python "
         f"{sys.version.split()[0]} · load average before the run {load}\n\n"
         f"{ROUND_HEADER}\n{rows}\n\n{memory_rows(parts)}\n\n" + READING
@@ -433,30 +434,63 @@ def section(parts: list[Part], command: str, load: str) -> str:
 
 
 READING = """\
-Reading: at the default expiry every burst was answered in full and every ledger moved by
-exactly the fulfilled amounts, on every link and at the hub; no credit stayed held and each
-node's memory equalled its ledger file after every burst (`check_quiescent`). RSS rises
-during the first burst (10,000 packets in flight: tasks, futures, frames) and then stays
-flat from round to round: no unbounded growth (also `--part hub --rounds 25`, 250,000
-packets: 171 MiB after round 1, between 172 and 178 MiB over rounds 2 to 25, 175 after the
-last). Peak RSS per connector: 106 to 174 MiB, the most at the first hop, which holds all
-10,000 at once. p50/p99 (line ~4.0 / ~4.3 s, hub ~2.0 / ~2.2 s) are queueing: all 10,000
-packets wait behind each other at the first hop, so a burst takes packets ÷ throughput, and
-machine load moves them (other test suites shared the 2 cores).
+Reading: every burst was answered in full and every ledger moved by exactly the fulfilled
+amounts, on every link and at the hub; no credit stayed held and each node's memory equalled
+its ledger file after every burst (`check_quiescent`). Load shedding takes the queue out of
+the nodes: the first hop holds at most 1,000 payments of a burst (the hub at most 4,000),
+answers the rest T03 at once, and the sender sends them again as answers come back (exactly
+one try again per refusal here). A burst still takes payments ÷ throughput and p50/p99 as
+the sender sees them are what they were before shedding (line p99 3.7-4.8 s, was 3.9-4.6 s;
+hub 1.6-2.5 s, was 2.0-2.5 s), but a packet now spends ~1 s in the nodes (answered attempt
+p99 0.8-1.2 s on the line, 1.0-1.8 s at the hub) instead of all of it, and memory no longer
+grows with the burst: peak RSS 102-110 MiB per line connector (was 106-174) and 140 MiB at
+the hub (was 177), flat across rounds. Throughput is not lower: line 1,830-2,630
+fulfilled/s (was 1,915-2,277), hub 3,415-5,356 (was 3,777-4,311); back to back with the
+unshed connector on the same machine load the line's medians were equal and the hub's 4,340
+vs 3,528 fulfilled/s (6 rounds each). The service costs ~0.2 µs per packet; the "Packet
+path" bench (100 in flight, never shed) measured 136 / 147 µs CPU per packet per hop at 1 /
+3 hops in a run at load ~5 (128 / 163 there).
 
-Under overload with a tight expiry conservation between neighbours can break, by ILP's rules
-rather than by a lost update. Seen with `--part line --expiry 10 --rounds 3` at load average
-~10: round 1 fulfilled 1,088 of 10,000 (R00 4,303, R02 4,609); peer2 counted 898,947 owed by
-peer1 while peer1 counted 544,336 owing, peer3 counted 1,669,424 owed by peer2. A node passes
-a Fulfill upstream before its incoming expiry (instrumented: no Fulfill left any node late),
-but the upstream node's event loop, seconds behind, runs its R00 timer before it reads that
-Fulfill off the socket, rejects upstream and never records the debt, while the downstream
-node has already counted it. Inside every node the books still balance (what it is owed
-upstream moved exactly as what it owes downstream), and the sender's account at peer1
-always equals what it saw fulfilled: the disagreement is only between neighbours, and only
-when answers take longer than the 1 s message window. Preventing it needs load shedding (a
-cap on packets in flight per peer, T03 beyond it), which paychan does not have yet; with
-less load the same command conserves exactly (R02 only).
+Overload, before shedding: with a tight expiry conservation between neighbours broke, by
+ILP's rules rather than by a lost update. First seen with `--part line --expiry 10 --rounds
+3` at load average ~10 (round 1: 1,088 of 10,000 fulfilled, peer2 counted 898,947 owed by
+peer1 while peer1 counted 544,336 owing); in later runs the same day the unshed line broke
+3 of 21 tight-expiry rounds (`--expiry 7` and `10`, load 4-11, other suites or 3 CPU-bound
+processes sharing the cores; e.g. peer1→peer2 +151,100, peer2→peer3 +546,158). A node
+passes a Fulfill upstream before its incoming expiry, but the upstream node's event loop,
+seconds behind with 10,000 packets in hand, runs its R00 timer before it reads that Fulfill
+off the socket, rejects upstream and never records the debt, while the downstream node has
+counted it. Inside every node the books balanced, and the sender's account always equalled
+what it saw fulfilled: the disagreement was only between neighbours. An ad hoc probe (the
+longest overshoot of a 20 ms timer in each node) put peer1's loop 1.8-2.9 s behind in those
+runs: more than the 1 s message window that is meant to cover passing a Fulfill back.
+
+Overload now: the same commands, same kind of load, 27 rounds with the default caps (and
+caps of 500 and 2,000): every round exact, no R00 in any; with the sender trying again
+(18 rounds) all 10,000 payments fulfilled, each refused one sent again with a fresh
+expiry; peer1's loop at most 0.4-0.6 s behind with a cap of 1,000. With `--no-retry` the
+first hop takes 4,300-5,100 of a burst and answers the rest T03, all before they hold
+credit or go further: nothing to disagree on. The in-process test
+`tests/connector/test_in_flight_line.py` (3 nodes on one loop, a 15,000-packet burst, 5 s
+expiry) shows it in bounded time: neighbours agree exactly with a cap of 50, and disagreed
+in 10 of 14 runs without one. Shedding bounds what packets make the loop do; a Fulfill that
+arrives within the loop's lag of its deadline still loses the race, which is what the 1 s
+window is for, and a loop stalled by something else is not helped.
+
+Which trigger (`--expiry 7 60` and the hub, load 4-8, the same probe): counting per peer,
+caps of 500 / 1,000 / 2,000 kept peer1 0.2-0.3 / 0.4-0.5 / 0.4-0.9 s behind, every round
+exact, throughput at or above the unshed runs beside them. Shedding while the measured loop
+lag exceeds 250 / 500 ms let peer1 run 0.8-1.0 / 1.0 s behind and answered attempts take
+longer (p99 2.1-2.9 / 3.4-5.2 s vs 1.0-1.7 s at a cap of 500): lag is known only after a
+slow loop iteration has ended, by when the burst is in; it refuses every peer alike, a
+quiet one included; and anything that slows the loop (GC, an in-process Temporal worker)
+sheds packets. A per-peer count does not protect the hub, whose 50 peers each stay under it
+with 10,000 in flight together (hub loop 0.9-2.4 s behind); a count for the node does: caps
+of 2,000 / 4,000 / 6,000 kept the hub 0.4-1.0 / 0.4-0.8 / 0.8-1.2 s behind at median
+throughputs of 2,968 / 4,340 / 4,073 fulfilled/s (unshed 3,528). Chosen: counts, per peer
+(one peer cannot take the node) and per node, defaults 1,000 and 4,000 (`maxInFlightPerPeer`,
+`maxInFlightTotal`; a peer's own `maxInFlight` for a peer that needs more: 1,000 carries one
+peer at the packet path's ~7,600 packets/s over a ~130 ms round trip).
 """
 
 
