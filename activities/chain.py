@@ -9,16 +9,18 @@ bytes, `wait_for_receipts` polls by hash. Nonces are chosen by the wallet sequen
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
+from aiohttp import ClientResponseError
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
+from hexbytes import HexBytes
 from temporalio import activity
 from web3 import AsyncWeb3
-from web3.exceptions import TransactionNotFound, Web3RPCError
-from web3.types import RPCEndpoint
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.types import RPCEndpoint, RPCResponse
 
 from activities import token_network as tn
 from activities.balance_proof import BalanceProof, CooperativeSettle, sign_cooperative_settle
@@ -27,6 +29,7 @@ from activities.errors import classified
 from activities.liveness import heartbeating
 from activities.shared_read import SharedRead
 from activities.token_network import ChannelState, Deployment, GasLimit, UnsignedTx
+from contracts.abi import ContractAbi
 from workflows import ids
 from workflows.messages import (
     BroadcastOutcome,
@@ -96,28 +99,36 @@ class ChainActivities:
         self._blocks = BlockWatch(self._read_head, RECEIPT_POLL_SECONDS)
 
     @activity.defn(name=ids.READ_CHAIN_STATE)
-    @heartbeating
     @classified
     async def read_chain_state(self, request: ReadChainStateInput) -> ChainStateRead:
-        """Balances, allowance, fees and the pair's channel. Read-only: safe to retry."""
-        return await self._chain_state(request)
+        """Balances, allowance, fees and the pair's channel. Read-only: safe to retry.
+
+        Run as a local activity by new runs: those have no heartbeats (the workflow task
+        that runs them is their liveness); older runs ask for it as an activity."""
+        if activity.info().is_local:
+            return await self._chain_state(request)
+        return await heartbeating(self._chain_state)(request)
 
     async def _chain_state(self, request: ReadChainStateInput) -> ChainStateRead:
-        w3, deployment, ours = self._w3, self._deployment, self._account.address
+        deployment, ours = self._deployment, self._account.address
         peer = to_checksum_address(request.peer_address)
-        channel_id, wallet = await asyncio.gather(
-            tn.get_channel_id(w3, deployment, ours, peer), self._wallet_state()
+        views, wallet = await asyncio.gather(
+            self._views(("getChannelId", ours, peer), ("getPairCounter", ours, peer)),
+            self._wallet_state(),
         )
+        [(channel_id,), (counter,)] = views
         channel = None
-        if channel_id is None:
-            next_id = await tn.next_channel_id(w3, deployment, ours, peer)
+        if channel_id == tn.ZERO_CHANNEL_ID:
+            next_id = tn.compute_channel_id(
+                deployment.chain_id, deployment.token_network, ours, peer, counter
+            )
         else:
             next_id = channel_id
-            our_side, their_side = await asyncio.gather(
-                tn.get_participant(w3, deployment, channel_id, ours),
-                tn.get_participant(w3, deployment, channel_id, peer),
+            ours_side, theirs_side = await self._views(
+                ("getParticipant", HexBytes(channel_id), ours),
+                ("getParticipant", HexBytes(channel_id), peer),
             )
-            channel = Channel(channel_id, our_side.deposit, their_side.deposit)
+            channel = Channel(channel_id, ours_side[0], theirs_side[0])
         return ChainStateRead(
             eth_balance=wallet.eth,
             token_balance=wallet.token,
@@ -197,6 +208,23 @@ class ChainActivities:
             self._deployment.token_network,
         )
         return "0x" + signature.hex()
+
+    async def _views(self, *calls: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """TokenNetwork views (`(function, *args)` each) as raw `eth_call`s in one JSON-RPC
+        batch: one round trip, and none of web3's per-call formatting, which cost more CPU
+        than the calls themselves with a hundred peers reading at once."""
+        codec, to = tn.contract_abi("TokenNetwork"), self._deployment.token_network
+        requests = [
+            (RPCEndpoint("eth_call"), [{"to": to, "data": _call_data(codec, call)}, "latest"])
+            for call in calls
+        ]
+        responses = await self._batch(requests)
+        results = []
+        for (function, *_), response in zip(calls, responses, strict=True):
+            if "error" in response:
+                raise _call_error(response["error"])
+            results.append(codec.decode_result(function, HexBytes(response["result"])))
+        return results
 
     async def _read_head(self) -> int:
         return await self._w3.eth.block_number
@@ -299,17 +327,22 @@ class ChainActivities:
         the workflow re-reads the chain instead of waiting forever.
         """
         pending = {tx.tx_hash: tx for tx in request.txs}
-        receipts = {}
+        # Hash -> the receipt as the node sent it; None: dropped (nonce used by another tx).
+        receipts: dict[str, dict[str, Any] | None] = {}
         nonce_used_since: dict[str, float] = {}
         loop = asyncio.get_running_loop()
         look_again_at = {tx_hash: loop.time() + REBROADCAST_SECONDS for tx_hash in pending}
+        check_missing_at = loop.time() + REBROADCAST_SECONDS
         head = None
         while pending:
-            for tx_hash in list(pending):
-                with contextlib.suppress(TransactionNotFound):
-                    receipts[tx_hash] = await self._w3.eth.get_transaction_receipt(tx_hash)
+            found = await self._receipts(list(pending))
+            for tx_hash, receipt in zip(list(pending), found, strict=True):
+                if receipt is not None:
+                    receipts[tx_hash] = receipt
                     del pending[tx_hash]
-            if pending:
+            if pending and loop.time() >= check_missing_at:
+                # Only a tx that failed to mine for a while needs these.
+                check_missing_at = loop.time() + REBROADCAST_SECONDS
                 await self._missing_receipts(pending, receipts, nonce_used_since, look_again_at)
             activity.heartbeat(len(receipts))
             if pending:
@@ -321,8 +354,8 @@ class ChainActivities:
             receipt = receipts[tx.tx_hash]
             if receipt is None:
                 reverted.append(f"{tx.intent.kind}: dropped (nonce {tx.nonce} used by another tx)")
-            elif receipt["status"] != 1:
-                reverted.append(f"{tx.intent.kind}: {await self._revert_reason(tx, receipt)}")
+            elif int(receipt["status"], 16) != 1:
+                reverted.append(f"{tx.intent.kind}: {await self._revert_reason(tx)}")
         state = None
         if request.read_after is not None:
             state = await self._chain_state(request.read_after)
@@ -331,7 +364,7 @@ class ChainActivities:
     async def _missing_receipts(
         self,
         pending: dict[str, SignedTx],
-        receipts: dict[str, dict | None],
+        receipts: dict[str, dict[str, Any] | None],
         nonce_used_since: dict[str, float],
         look_again_at: dict[str, float],
     ) -> None:
@@ -400,15 +433,10 @@ class ChainActivities:
     async def _send_raws(self, txs: list[SignedTx]) -> list[str | None]:
         """Each tx's refusal (None: sent), the txs sent as one JSON-RPC batch: one round trip
         instead of one per tx, each of which waited its turn on an event loop busy with
-        every other peer's work. A node that takes no batches gets them one by one."""
-        try:
-            responses = await self._w3.provider.make_batch_request(
-                [(RPCEndpoint("eth_sendRawTransaction"), [tx.raw]) for tx in txs]
-            )
-        except NotImplementedError:  # a provider without batches
-            responses = None
-        if not isinstance(responses, list) or len(responses) != len(txs):
-            return [await self._send_raw(tx) for tx in txs]
+        every other peer's work."""
+        responses = await self._batch(
+            [(RPCEndpoint("eth_sendRawTransaction"), [tx.raw]) for tx in txs]
+        )
         errors: list[str | None] = []
         for tx, response in zip(txs, responses, strict=True):
             error = response.get("error")
@@ -417,6 +445,35 @@ class ChainActivities:
             else:
                 errors.append(str(error))
         return errors
+
+    async def _receipts(self, tx_hashes: list[str]) -> list[dict[str, Any] | None]:
+        """The receipts (None: not mined yet) as the node sends them, in one JSON-RPC batch:
+        web3 would format every log of every receipt, which costs more than the lookup."""
+        responses = await self._batch(
+            [(RPCEndpoint("eth_getTransactionReceipt"), [tx_hash]) for tx_hash in tx_hashes]
+        )
+        receipts = []
+        for response in responses:
+            if "error" in response:
+                raise Web3RPCError(str(response["error"]))
+            receipts.append(response.get("result"))
+        return receipts
+
+    async def _batch(self, requests: list[tuple[RPCEndpoint, Any]]) -> list[RPCResponse]:
+        """The answers to `requests` (in their order), sent as one JSON-RPC batch; a node that
+        refuses batches (an answer for the batch as a whole) gets them one by one."""
+        provider = self._w3.provider
+        try:
+            responses = await provider.make_batch_request(requests)
+        except NotImplementedError:  # a provider without batches
+            responses = None
+        except ClientResponseError as err:
+            if err.status >= 500:
+                raise  # the node's own trouble: retried
+            responses = None  # the batch itself refused (too large, not supported)
+        if isinstance(responses, list) and len(responses) == len(requests):
+            return responses
+        return [await provider.make_request(method, params) for method, params in requests]
 
     async def _send_raw(self, tx: SignedTx) -> str | None:
         try:
@@ -434,9 +491,10 @@ class ChainActivities:
             return False
         return True
 
-    async def _revert_reason(self, tx: SignedTx, receipt: dict) -> str:
+    async def _revert_reason(self, tx: SignedTx) -> str:
         # Replay what was sent, not a rebuild from the intent: the worker that signed it may
         # have run with another config (a corrected settle timeout, say).
+        receipt = await self._w3.eth.get_transaction_receipt(tx.tx_hash)
         sent = await self._w3.eth.get_transaction(tx.tx_hash)
         data = "0x" + bytes(sent["input"]).hex()
         call = {"to": sent["to"], "data": data, "gas": sent["gas"], "value": sent["value"]}
@@ -464,6 +522,21 @@ def _balance_proof(channel_id: str, claim: SignedClaim) -> tuple[BalanceProof, b
 
 def _signature_bytes(signature: str) -> bytes:
     return bytes.fromhex(signature.removeprefix("0x"))
+
+
+def _call_data(codec: ContractAbi, call: tuple[Any, ...]) -> str:
+    function, *args = call
+    return "0x" + codec.encode_call(function, *args).hex()
+
+
+def _call_error(error: Any) -> Exception:
+    """A failed raw `eth_call` as web3 would raise it: a revert (will revert again) apart
+    from the node's own trouble (retried)."""
+    message = str(error.get("message", error)) if isinstance(error, dict) else str(error)
+    if "revert" in message.lower():
+        data = error.get("data") if isinstance(error, dict) else None
+        return ContractLogicError(message, data=data)
+    return Web3RPCError(str(error))
 
 
 def _already_have(error: str) -> bool:

@@ -13,6 +13,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from web3 import AsyncWeb3
 
 from activities import token_network as tn
@@ -30,6 +31,16 @@ from workflows.sequencer import WalletSequencer
 
 # A killed worker's workflows move to another worker after this instead of the default 10 s.
 STICKY_SCHEDULE_TO_START = timedelta(seconds=1)
+# The sandbox imports a workflow's module afresh for every run, restricted: with 100 peers
+# connecting at once that was a quarter of the worker's CPU (~0.7 s; without bytecode
+# files, compiling workflows/channel.py each time). Our workflow modules hold no state and
+# import only temporalio, the stdlib and modules already passed through, so they are passed
+# through too; the sandbox stays on (restricted builtins, everything else isolated). The
+# check this gives up (a wall-clock or random call in workflows/*.py) is kept by the replay
+# tests, which run the recorded histories in the full default sandbox.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows")
+)
 # SIGTERM lets the running step (one sign or broadcast, a receipt poll) finish.
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
 
@@ -58,6 +69,7 @@ def build_workers(
     common = {
         "sticky_queue_schedule_to_start_timeout": STICKY_SCHEDULE_TO_START,
         "graceful_shutdown_timeout": GRACEFUL_SHUTDOWN,
+        "workflow_runner": WORKFLOW_RUNNER,
     }
     workers = [
         Worker(

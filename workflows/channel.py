@@ -94,13 +94,17 @@ PATCH_STALE_READS = "channel-reads-know-their-sends"
 # the workflow task that asked for it, not an activity task plus a workflow task for its
 # result); the receipt wait reads the pair once mined (no read activity after a send);
 # balance reads carry the workflow clock, so READY starts the keeper's idle clock and its
-# first channel read comes a check interval later instead of at once; and the keeper timer
-# and read sequence numbers are on without markers of their own.
+# first channel read comes a check interval later instead of at once; a fresh run does not
+# upsert the CHECKING_CONFIG its starter set (each upsert costs the server a visibility
+# write); and the keeper timer and read sequence numbers are on without markers of their own.
 PATCH_FEWER_ROUND_TRIPS = "provisioning-fewer-round-trips"
 # How long the partner's connector has to sign a cooperative settle before the close goes
 # unilateral.
 COOPERATIVE_ANSWER_TIMEOUT = timedelta(seconds=30)
 COOPERATIVE_RETRY = RetryPolicy(maximum_attempts=2)
+# The balance read as a local activity takes milliseconds; past these it is an activity.
+LOCAL_READ_TIMEOUT = timedelta(seconds=5)
+LOCAL_READ_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=2)
 
 
 @workflow.defn(name=ids.CHANNEL_WORKFLOW)
@@ -177,7 +181,9 @@ class ChannelWorkflow:
     @workflow.run
     async def run(self, params: ChannelParams) -> ChannelStatus:
         self._fewer_round_trips = workflow.patched(PATCH_FEWER_ROUND_TRIPS)
-        self._publish()
+        if params.carried is not None or not self._fewer_round_trips:
+            # A fresh run's stage is CHECKING_CONFIG, which its starter has set already.
+            self._publish()
         while True:
             if self._state.stage is Stage.SETTLED:
                 return await self._finish()
@@ -267,14 +273,23 @@ class ChannelWorkflow:
         request = ReadChainStateInput(self._state.peer_address)
         if self._fewer_round_trips:
             # A short read-only call: run by this worker inside the workflow task that asks
-            # for it, its result recorded as a marker when that task completes.
-            return await workflow.execute_local_activity(
-                ids.READ_CHAIN_STATE,
-                request,
-                result_type=ChainStateRead,
-                start_to_close_timeout=timedelta(seconds=15),
-                retry_policy=CHAIN_RETRY,
-            )
+            # for it, its result recorded as a marker when that task completes. Bounded: a
+            # worker that is stopping waits for its local activities, so one that retried
+            # a dead RPC node for ever would never stop.
+            try:
+                return await workflow.execute_local_activity(
+                    ids.READ_CHAIN_STATE,
+                    request,
+                    result_type=ChainStateRead,
+                    start_to_close_timeout=LOCAL_READ_TIMEOUT,
+                    retry_policy=LOCAL_READ_RETRY,
+                )
+            except ActivityError as err:
+                if _is_final(err) or isinstance(err.cause, CancelledError):
+                    raise  # a revert fails the activity below alike; a cancel is the run's
+                # A slow or failing node: read as an activity instead, with heartbeats
+                # and retries for as long as it takes, outside any workflow task.
+                workflow.logger.warning("BALANCE_READ_SLOW %s: %s", request.peer_address, err)
         return await workflow.execute_activity(
             ids.READ_CHAIN_STATE,
             request,

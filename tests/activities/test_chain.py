@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 
+import aiohttp
 import pytest
+from aiohttp import web
 from eth_account import Account
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 from web3 import AsyncWeb3
 
 from activities import token_network as tn
-from activities.chain import ChainActivities
+from activities.chain import ChainActivities, _call_error
+from activities.errors import classify
+from activities.rpc import connect_rpc
 from activities.token_network import Deployment
+from connector.devstack import free_port
 from workflows.messages import ReadChainStateInput, SignedTx, SignInput, WaitForReceiptsInput
 from workflows.provisioning.commands import SendKind, TxIntent
 
@@ -135,3 +142,94 @@ async def test_receipt_wait_reads_the_pair_once_everything_mined(
     assert (
         await env.run(chain.wait_for_receipts, WaitForReceiptsInput(tuple(signed)))
     ).state is None
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        ({"code": 3, "message": "execution reverted", "data": "0x1234"}, False),
+        ({"code": -32603, "message": "EVM error: Revert"}, False),
+        ({"code": -32005, "message": "rate limited"}, True),
+        ("upstream connect error", True),
+    ],
+)
+def test_a_failed_batched_view_is_retried_unless_it_reverted(error: object, retried: bool) -> None:
+    mapped = classify(_call_error(error))
+    assert isinstance(mapped, ApplicationError) is not retried
+    if not retried:
+        assert isinstance(mapped, ApplicationError) and mapped.non_retryable
+
+
+class NoBatchNode:
+    """A JSON-RPC forwarder to anvil for a node that takes no batches: a batch is refused as
+    a whole (HTTP 400, or one error object), single calls are forwarded unchanged."""
+
+    def __init__(self, upstream: str, refusal: str) -> None:
+        self.upstream = upstream
+        self.refusal = refusal
+        self.port = free_port()
+        self.singles = 0
+        self.refused = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> NoBatchNode:
+        app = web.Application()
+        app.router.add_post("/", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._session.close()
+        await self._runner.cleanup()
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if isinstance(json.loads(body), list):
+            self.refused += 1
+            if self.refusal == "status":
+                return web.Response(status=400, text="batch requests are not supported")
+            error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "no"}}
+            return web.json_response(error)
+        self.singles += 1
+        async with self._session.post(
+            self.upstream, data=body, headers={"Content-Type": "application/json"}
+        ) as answer:
+            return web.Response(body=await answer.read(), content_type="application/json")
+
+
+@pytest.mark.parametrize("refusal", ["status", "error object"])
+async def test_a_node_without_batches_gets_every_call_one_by_one(
+    refusal: str, anvil, anvil_w3: AsyncWeb3, deployment: Deployment, new_account
+) -> None:
+    account = await new_account()
+    partner = Account.from_key(secrets.token_bytes(32)).address
+    env = ActivityEnvironment()
+    async with NoBatchNode(anvil.url, refusal) as node:
+        w3 = await connect_rpc(node.url)
+        try:
+            chain = ChainActivities(w3, account, deployment, settle_timeout=40)
+            before = await env.run(chain.read_chain_state, ReadChainStateInput(partner))
+            intents = (
+                TxIntent(SendKind.APPROVE),
+                TxIntent(SendKind.OPEN_CHANNEL, partner=partner),
+            )
+            nonce = await w3.eth.get_transaction_count(account.address, "pending")
+            signed = await env.run(chain.sign_transactions, SignInput(intents, nonce))
+            outcomes = await env.run(chain.broadcast_transactions, signed)
+            mined = await env.run(
+                chain.wait_for_receipts,
+                WaitForReceiptsInput(tuple(signed), read_after=ReadChainStateInput(partner)),
+            )
+        finally:
+            await w3.provider.disconnect()
+    assert [outcome.error for outcome in outcomes] == [None, None]
+    assert mined.reverted == ()
+    assert mined.state is not None and mined.state.channel is not None
+    assert mined.state.channel.channel_id == before.next_channel_id
+    assert node.refused >= 3 and node.singles > 0  # views, broadcast and receipts fell back
