@@ -214,30 +214,43 @@ class ChainActivities:
         batch: one round trip, and none of web3's per-call formatting, which cost more CPU
         than the calls themselves with a hundred peers reading at once."""
         codec, to = tn.contract_abi("TokenNetwork"), self._deployment.token_network
-        requests = [
-            (RPCEndpoint("eth_call"), [{"to": to, "data": _call_data(codec, call)}, "latest"])
-            for call in calls
+        responses = await self._batch([_eth_call(to, codec, *call) for call in calls])
+        return [
+            _decoded(codec, call[0], response)
+            for call, response in zip(calls, responses, strict=True)
         ]
-        responses = await self._batch(requests)
-        results = []
-        for (function, *_), response in zip(calls, responses, strict=True):
-            if "error" in response:
-                raise _call_error(response["error"])
-            results.append(codec.decode_result(function, HexBytes(response["result"])))
-        return results
 
     async def _read_head(self) -> int:
         return await self._w3.eth.block_number
 
     async def _read_wallet(self) -> WalletState:
-        w3, ours = self._w3, self._account.address
-        eth, token, allowance, fees = await asyncio.gather(
-            tn.eth_balance(w3, ours),
-            tn.token_balance(w3, self._deployment, ours),
-            tn.allowance(w3, self._deployment, ours),
-            tn.fee_fields(w3),
+        """Balances, allowance and fees in one JSON-RPC batch (see `_views`)."""
+        ours, deployment = self._account.address, self._deployment
+        token = tn.contract_abi("M2MToken")
+        eth, balance, allowed, block, priority = await self._batch(
+            [
+                (RPCEndpoint("eth_getBalance"), [ours, "latest"]),
+                _eth_call(deployment.token, token, "balanceOf", ours),
+                _eth_call(deployment.token, token, "allowance", ours, deployment.token_network),
+                (RPCEndpoint("eth_getBlockByNumber"), ["latest", False]),
+                (RPCEndpoint("eth_maxPriorityFeePerGas"), []),
+            ]
         )
-        return WalletState(eth, token, allowance, fees)
+        base_fee = (_result(block) or {}).get("baseFeePerGas")
+        if base_fee is None or "error" in priority:
+            # A chain without base fee, or a node without the priority-fee call: web3 knows
+            # the fallbacks.
+            fees = await tn.fee_fields(self._w3)
+        else:
+            tip = int(_result(priority), 16)
+            # As `token_network.fee_fields`: room for the base fee to double.
+            fees = {"maxFeePerGas": 2 * int(base_fee, 16) + tip, "maxPriorityFeePerGas": tip}
+        return WalletState(
+            eth=int(_result(eth), 16),
+            token=_decoded(token, "balanceOf", balance)[0],
+            allowance=_decoded(token, "allowance", allowed)[0],
+            fees=fees,
+        )
 
     @activity.defn(name=ids.READ_NEXT_NONCE)
     @heartbeating
@@ -452,12 +465,7 @@ class ChainActivities:
         responses = await self._batch(
             [(RPCEndpoint("eth_getTransactionReceipt"), [tx_hash]) for tx_hash in tx_hashes]
         )
-        receipts = []
-        for response in responses:
-            if "error" in response:
-                raise Web3RPCError(str(response["error"]))
-            receipts.append(response.get("result"))
-        return receipts
+        return [_result(response) for response in responses]
 
     async def _batch(self, requests: list[tuple[RPCEndpoint, Any]]) -> list[RPCResponse]:
         """The answers to `requests` (in their order), sent as one JSON-RPC batch; a node that
@@ -524,9 +532,23 @@ def _signature_bytes(signature: str) -> bytes:
     return bytes.fromhex(signature.removeprefix("0x"))
 
 
-def _call_data(codec: ContractAbi, call: tuple[Any, ...]) -> str:
-    function, *args = call
-    return "0x" + codec.encode_call(function, *args).hex()
+def _eth_call(
+    to: str, codec: ContractAbi, function: str, *args: Any
+) -> tuple[RPCEndpoint, list[Any]]:
+    data = "0x" + codec.encode_call(function, *args).hex()
+    return RPCEndpoint("eth_call"), [{"to": to, "data": data}, "latest"]
+
+
+def _decoded(codec: ContractAbi, function: str, response: RPCResponse) -> tuple[Any, ...]:
+    if "error" in response:
+        raise _call_error(response["error"])
+    return codec.decode_result(function, HexBytes(response["result"]))
+
+
+def _result(response: RPCResponse) -> Any:
+    if "error" in response:
+        raise Web3RPCError(str(response["error"]))
+    return response.get("result")
 
 
 def _call_error(error: Any) -> Exception:
