@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import ids
@@ -284,11 +284,13 @@ class ChannelWorkflow:
                     start_to_close_timeout=LOCAL_READ_TIMEOUT,
                     retry_policy=LOCAL_READ_RETRY,
                 )
-            except ActivityError as err:
-                if _is_final(err) or isinstance(err.cause, CancelledError):
-                    raise  # a revert fails the activity below alike; a cancel is the run's
-                # A slow or failing node: read as an activity instead, with heartbeats
-                # and retries for as long as it takes, outside any workflow task.
+            except FailureError as err:
+                # (An attempt's own failure comes as it is, a timeout as an ActivityError.)
+                if isinstance(err, CancelledError) or isinstance(err.cause, CancelledError):
+                    raise  # the run is being cancelled
+                # A slow or failing node: read as an activity instead, with heartbeats and
+                # retries for as long as it takes (what fails for good fails there, as it
+                # did before), outside any workflow task.
                 workflow.logger.warning("BALANCE_READ_SLOW %s: %s", request.peer_address, err)
         return await workflow.execute_activity(
             ids.READ_CHAIN_STATE,

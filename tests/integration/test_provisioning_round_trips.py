@@ -14,12 +14,13 @@ from datetime import timedelta
 import pytest
 from eth_account import Account
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Replayer
-from web3 import AsyncWeb3
+from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from activities.rpc import connect_rpc
 from activities.token_network import Deployment
+from connector.devstack import free_port
 from tests.chaos.rpc_gate import RpcGate
 from tests.chaos.workflow_history import wait_for_pending
 from tests.integration.provisioning_node import Node
@@ -31,7 +32,7 @@ async def test_a_peer_takes_three_activities_and_a_local_read_and_replays(
     temporal_client: Client, anvil_w3: AsyncWeb3, deployment: Deployment, new_account
 ) -> None:
     node = Node(f"trips-{uuid.uuid4().hex[:8]}", await new_account(), temporal_client)
-    partner = Account.from_key(secrets.token_bytes(32)).address
+    partner = random_address()
     async with AsyncExitStack() as stack:
         await node.start(stack, anvil_w3, deployment, {"p": partner})
         await node.provisioner.peer_connected("p")
@@ -61,6 +62,10 @@ async def test_a_peer_takes_three_activities_and_a_local_read_and_replays(
     await replayer.replay_workflow(history)
 
 
+def random_address() -> str:
+    return Account.from_key(secrets.token_bytes(32)).address
+
+
 # Where each kind of marker keeps its JSON: a patch its id, a local activity its type.
 _MARKER_DATA = {"core_patch": "patch-data", "core_local_activity": "data"}
 
@@ -76,7 +81,7 @@ async def test_a_balance_read_the_node_does_not_answer_in_time_becomes_an_activi
     # its bound, the read is retried as an activity, with heartbeats, for as long as it takes.
     monkeypatch.setattr(channel, "LOCAL_READ_TIMEOUT", timedelta(milliseconds=500))
     node = Node(f"slow-{uuid.uuid4().hex[:8]}", await new_account(), temporal_client)
-    partner = Account.from_key(secrets.token_bytes(32)).address
+    partner = random_address()
     gate = RpcGate(anvil.url)
     await gate.start()
     w3 = await connect_rpc(gate.url)
@@ -105,3 +110,28 @@ async def test_a_balance_read_the_node_does_not_answer_in_time_becomes_an_activi
         ids.WAIT_FOR_RECEIPTS,
         ids.MARK_SETTLEMENT_READY,
     ]
+
+
+async def test_a_balance_read_on_a_node_that_is_down_goes_on_as_an_activity(
+    temporal_client: Client, deployment: Deployment, new_account
+) -> None:
+    # The local activity's last failure (connection refused) must not fail the run: once its
+    # attempts are spent, the read is an activity retried with backoff until the node is up.
+    node = Node(f"down-{uuid.uuid4().hex[:8]}", await new_account(), temporal_client)
+    down = AsyncWeb3(AsyncHTTPProvider(f"http://127.0.0.1:{free_port()}"))
+    try:
+        async with AsyncExitStack() as stack:
+            await node.start(stack, down, deployment, {"p": random_address()})
+            await node.provisioner.peer_connected("p")
+            pending = await wait_for_pending(
+                temporal_client,
+                node.handle("p").id,
+                ids.READ_CHAIN_STATE,
+                lambda activity: activity.attempt > 1,
+            )
+            description = await node.handle("p").describe()
+            assert description.status is WorkflowExecutionStatus.RUNNING
+            assert "Cannot connect" in str(pending.last_failure)
+            await node.handle("p").terminate(reason="test: done")
+    finally:
+        await down.provider.disconnect()
