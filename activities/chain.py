@@ -124,11 +124,12 @@ class ChainActivities:
             )
         else:
             next_id = channel_id
-            ours_side, theirs_side = await self._views(
+            # getParticipant: (deposit, withdrawn, nonce, transferred, locked)
+            (our_deposit, *_), (their_deposit, *_) = await self._views(
                 ("getParticipant", HexBytes(channel_id), ours),
                 ("getParticipant", HexBytes(channel_id), peer),
             )
-            channel = Channel(channel_id, ours_side[0], theirs_side[0])
+            channel = Channel(channel_id, our_deposit, their_deposit)
         return ChainStateRead(
             eth_balance=wallet.eth,
             token_balance=wallet.token,
