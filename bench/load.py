@@ -142,12 +142,7 @@ async def pay(
         done = time.perf_counter()
         burst.round_trips.append(done - started)
         burst.answer_trips.append(done - sent)
-        if isinstance(reply, ilp.Fulfill):
-            assert reply.fulfillment == fulfillment, "a Fulfill that does not match"
-            burst.fulfilled += 1
-            burst.fulfilled_amount += prepare.amount
-        else:
-            burst.rejects[str(reply.code)] += 1
+        burst.count(reply, prepare, fulfillment)
         return reply
 
 

@@ -271,6 +271,17 @@ class Burst:
         ordered = sorted(self.round_trips)
         return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
+    def count(
+        self, reply: ilp.Fulfill | ilp.Reject, prepare: ilp.Prepare, fulfillment: bytes
+    ) -> None:
+        """Tally a payment's final answer (a Fulfill must carry the fulfillment it was sent for)."""
+        if isinstance(reply, ilp.Fulfill):
+            assert reply.fulfillment == fulfillment, "a Fulfill that does not match"
+            self.fulfilled += 1
+            self.fulfilled_amount += prepare.amount
+        else:
+            self.rejects[str(reply.code)] += 1
+
 
 class RefuseMessages:
     """A sender's handler: it takes no packets and no BTP messages."""
@@ -314,12 +325,7 @@ async def send_test_payments(
         started = time.perf_counter()
         reply = ilp.decode(await link.send_ilp(ilp.encode(prepare), expiry.total_seconds() + 5))
         burst.round_trips.append(time.perf_counter() - started)
-        if isinstance(reply, ilp.Fulfill):
-            assert reply.fulfillment == fulfillment, "a Fulfill that does not match"
-            burst.fulfilled += 1
-            burst.fulfilled_amount += prepare.amount
-        else:
-            burst.rejects[str(reply.code)] += 1
+        burst.count(reply, prepare, fulfillment)
 
     began = time.perf_counter()
     await asyncio.gather(*(one(prepare, fulfillment) for prepare, fulfillment in prepared))

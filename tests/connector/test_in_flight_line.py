@@ -22,13 +22,12 @@ from pathlib import Path
 import pytest
 
 from connector.btp.client import BtpClient
-from connector.btp.errors import BtpRefused
 from connector.codec import ilp
-from connector.codec.btp import ProtocolData
 from connector.config import NodeConfig
 from connector.devstack import free_port
 from connector.node import ConnectorNode
 from connector.services.local import make_test_prepare
+from tests.chaos.packet_load import RefuseMessages
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,16 +39,6 @@ CAP = 50
 BURST = 15_000
 RETRIED = 5_000
 EXPIRY = timedelta(seconds=5)
-
-
-class SenderOnly:
-    async def handle_ilp(self, peer_id: str, packet: bytes) -> bytes:
-        return ilp.encode(ilp.Reject(ilp.ErrorCode.F02_UNREACHABLE, "", "sender only", b""))
-
-    async def handle_message(
-        self, peer_id: str, protocol_data: tuple[ProtocolData, ...]
-    ) -> tuple[ProtocolData, ...]:
-        raise BtpRefused("F00", "not supported")
 
 
 def line_configs(work: Path, cap: int) -> dict[str, NodeConfig]:
@@ -91,7 +80,7 @@ async def running_line(work: Path, cap: int) -> AsyncIterator[tuple[dict, BtpCli
         "a",
         SENDER,
         f"token-{SENDER}",
-        SenderOnly(),
+        RefuseMessages(),
     )
     try:
         for name in reversed(LINE):  # servers first, so clients connect at once
