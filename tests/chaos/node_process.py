@@ -161,13 +161,24 @@ class NodeProcess:
         process = self._process
         if process is None or process.returncode is not None:
             return
-        process.send_signal(signal.SIGTERM)
+        self.terminate()
         try:
-            await asyncio.wait_for(process.wait(), 15)
+            await self.exit_code(timeout=15)
         except TimeoutError:
             await self.kill()
+
+    def terminate(self) -> None:
+        """SIGTERM, without waiting: the process finishes its running step, then exits."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGTERM)
+
+    async def exit_code(self, *, timeout: float) -> int:
+        """Once the process has exited (its log read to the end)."""
+        assert self._process is not None
+        code = await asyncio.wait_for(self._process.wait(), timeout)
         if self._reader is not None:
             await self._reader
+        return code
 
     async def _read_log(self, process: asyncio.subprocess.Process) -> None:
         # Drained continuously, or a chatty process would block on a full pipe.

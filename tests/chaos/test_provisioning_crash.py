@@ -39,6 +39,7 @@ from tests.chaos.crash_link import CrashLink, assert_one_channel_ready
 from tests.chaos.node_process import connector_process
 from tests.chaos.workflow_history import (
     completed_activities,
+    completed_by,
     is_running_on,
     is_waiting_in_queue,
     submitted_hashes,
@@ -299,6 +300,68 @@ async def test_worker_killed_mid_transaction_sends_nothing_twice(
         f"\nmid-transaction: worker start {max(startups):.2f}s, restart→READY {ready:.2f}s "
         f"({REPETITIONS} workers at once)"
     )
+
+
+async def test_worker_sigterm_mid_receipt_wait_finishes_the_step_then_exits(
+    temporal_client: Client, temporal_address: str, tmp_path: Path
+) -> None:
+    """SIGTERM while A's worker waits for its receipts (automine off): the worker takes no
+    new work, the wait it is running sees the block mined meanwhile and completes there, on
+    its first attempt (not abandoned to a heartbeat timeout and retried elsewhere), and the
+    worker exits 0. A fresh worker takes the channel on to READY; nothing is sent twice."""
+    with run_anvil() as chain:
+        async with AsyncExitStack() as stack:
+            w3 = AsyncWeb3(AsyncHTTPProvider(chain.url))
+            stack.push_async_callback(w3.provider.disconnect)
+            deployment = await deploy(w3, Account.from_key(ANVIL_KEYS[0]))
+            deployment_file = tmp_path / "deployment.json"
+            write_deployment(deployment_file, deployment)
+            link = await CrashLink.open(
+                stack,
+                client=temporal_client,
+                temporal_address=temporal_address,
+                rpc_url=chain.url,
+                w3=w3,
+                deployment=deployment,
+                deployment_file=deployment_file,
+                a_id=unique("a"),
+                a_account=await funded_account(w3, deployment),
+                b=Node(unique("b"), await funded_account(w3, deployment), temporal_client),
+                directory=tmp_path,
+            )
+            await w3.provider.make_request("evm_setAutomine", [False])
+            await link.worker.start()
+            await link.provisioner.peer_connected(link.b.node_id)
+            await wait_for_completed(temporal_client, link.a_workflow_id, SUBMIT, timeout=30)
+            hashes = await submitted_hashes(temporal_client, link.a_workflow_id)
+            stopping_pid = link.worker.pid
+            await wait_for_pending(
+                temporal_client, link.a_workflow_id, WAIT, is_running_on(stopping_pid)
+            )
+
+            seen = len(link.worker.records)
+            link.worker.terminate()
+            await link.worker.wait_for(
+                lambda record: record.get("event") == "WORKER_STOPPING", after=seen, timeout=10
+            )
+            await w3.provider.make_request("evm_mine", [])
+            assert await link.worker.exit_code(timeout=15) == 0
+            identity, attempt = await completed_by(temporal_client, link.a_workflow_id, WAIT)
+            assert identity.startswith(f"{stopping_pid}@") and attempt == 1
+            assert await link.a_stage() != "READY", "READY needs a worker; none is running"
+
+            await w3.provider.make_request("evm_setAutomine", [True])
+            await link.worker.start()
+            await link.b.provisioner.peer_connected(link.a_id)
+            await asyncio.wait_for(
+                asyncio.gather(
+                    link.registry.wait_ready(link.b.node_id),
+                    link.b.registry.wait_ready(link.a_id),
+                ),
+                READY_TIMEOUT,
+            )
+            assert hashes <= set(await submitted_hashes(temporal_client, link.a_workflow_id))
+            await assert_one_channel_ready(link, w3)
 
 
 async def test_temporal_restarted_mid_provisioning_resumes_to_one_channel(

@@ -18,6 +18,7 @@ from workflows import ids
 from workflows.messages import SubmitRequest, SubmitResult
 
 _SCHEDULED = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+_STARTED = EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
 _COMPLETED = EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
 _MARKER = EventType.EVENT_TYPE_MARKER_RECORDED
 # The marker a local activity's result is recorded in (Temporal core's name).
@@ -80,6 +81,26 @@ async def completed_activities(client: Client, workflow_id: str) -> list[str]:
         if err.status is not RPCStatusCode.NOT_FOUND:
             raise
     return completed
+
+
+async def completed_by(client: Client, workflow_id: str, activity: str) -> tuple[str, int]:
+    """(worker identity, attempt) of the attempt that completed `activity` (the first of that
+    name): Temporal writes an activity's started event when it ends, with its last attempt."""
+    names: dict[int, str] = {}
+    started: dict[int, tuple[str, int]] = {}
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        if event.event_type == _SCHEDULED:
+            names[event.event_id] = (
+                event.activity_task_scheduled_event_attributes.activity_type.name
+            )
+        elif event.event_type == _STARTED:
+            attributes = event.activity_task_started_event_attributes
+            started[event.event_id] = (attributes.identity, attributes.attempt)
+        elif event.event_type == _COMPLETED:
+            attributes = event.activity_task_completed_event_attributes
+            if names[attributes.scheduled_event_id] == activity:
+                return started[attributes.started_event_id]
+    raise AssertionError(f"{activity} has not completed in {workflow_id}")
 
 
 async def submitted_intent_count(client: Client, workflow_id: str) -> int:
