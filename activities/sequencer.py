@@ -15,18 +15,22 @@ import asyncio
 import uuid
 
 from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 
 from workflows import ids
 from workflows.messages import SequencerParams, SubmitBatch, SubmitRequest, SubmitResult
 from workflows.policies import WORKFLOW_TASK_TIMEOUT
-from workflows.sequencer import WalletSequencer
+from workflows.sequencer import CONTINUING_AS_NEW, WalletSequencer
 
 HEARTBEAT_EVERY = 1.0
 # Per process: one Update being answered while the next group already waits in the
 # sequencer's queue; several worker processes stay well under the server's limit.
 MAX_UPDATES_IN_FLIGHT = 2
+# A sequencer continuing as new needs a workflow task or two (milliseconds) to start its
+# next run; a group it refused meanwhile is sent again after this.
+CONTINUING_RESEND_SECONDS = 0.05
 
 
 class SequencerClientActivities:
@@ -74,24 +78,19 @@ class SequencerClientActivities:
         group = [(request, answer) for request, answer in group if not answer.done()]
         if not group:
             return
-        start = WithStartWorkflowOperation(
-            WalletSequencer.run,
-            SequencerParams(node_id=self._node_id),
-            id=self._workflow_id,
-            task_queue=ids.wallet_task_queue(self._node_id),
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            task_timeout=WORKFLOW_TASK_TIMEOUT,
-        )
+        batch = SubmitBatch(tuple(request for request, _ in group))
         try:
-            results = await self._client.execute_update_with_start_workflow(
-                WalletSequencer.submit_all,
-                SubmitBatch(tuple(request for request, _ in group)),
-                start_workflow_operation=start,
-                # Deduplication is by request id inside the sequencer; the Update id only
-                # has to be unique.
-                id=f"submit-{uuid.uuid4().hex}",
-                result_type=list[SubmitResult],
-            )
+            while True:
+                try:
+                    results = await self._update_with_start(batch)
+                    break
+                except WorkflowUpdateFailedError as err:
+                    if not _is_continuing_as_new(err):
+                        raise
+                # Refused while the sequencer continues as new: its next run takes it.
+                if all(answer.done() for _, answer in group):
+                    return  # every submitter gave up (cancelled)
+                await asyncio.sleep(CONTINUING_RESEND_SECONDS)
         except Exception as err:  # every submitter of the group fails and is retried
             for _, answer in group:
                 if not answer.done():
@@ -100,3 +99,27 @@ class SequencerClientActivities:
         for (_, answer), result in zip(group, results, strict=True):
             if not answer.done():
                 answer.set_result(result)
+
+    async def _update_with_start(self, batch: SubmitBatch) -> list[SubmitResult]:
+        start = WithStartWorkflowOperation(
+            WalletSequencer.run,
+            SequencerParams(node_id=self._node_id),
+            id=self._workflow_id,
+            task_queue=ids.wallet_task_queue(self._node_id),
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
+        )
+        return await self._client.execute_update_with_start_workflow(
+            WalletSequencer.submit_all,
+            batch,
+            start_workflow_operation=start,
+            # Deduplication is by request id inside the sequencer; the Update id only has
+            # to be unique.
+            id=f"submit-{uuid.uuid4().hex}",
+            result_type=list[SubmitResult],
+        )
+
+
+def _is_continuing_as_new(err: WorkflowUpdateFailedError) -> bool:
+    cause = err.cause
+    return isinstance(cause, ApplicationError) and cause.type == CONTINUING_AS_NEW

@@ -25,6 +25,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from workflows import ids
     from workflows.messages import (
+        CarriedSignal,
         ChannelClosing,
         ChannelParams,
         ChannelStatus,
@@ -118,7 +119,7 @@ class ChannelWorkflow:
             deposit_target=params.deposit_target,
         )
         self._state = replace(state, rules=_keeping_rules(params))
-        self._inbox: list[Change] = []
+        self._inbox: list[Change] = [_signalled_change(s) for s in params.carried_signals]
         self._notifications: list[workflow.ActivityHandle] = []
         # The last channel read failed for good (a revert: bad config): read again only
         # after RETRY_AFTER_SECONDS, not in a loop.
@@ -503,7 +504,41 @@ class ChannelWorkflow:
 
     async def _continue_as_new(self) -> None:
         await self._drain()
-        workflow.continue_as_new(replace(self._params, carried=self._state))
+        # Signals that came while the notifications drained (a connector that is down holds
+        # them for hours) go with the state: acting on them here would start notifications
+        # to wait for again, and steady signals would never let the run continue.
+        signals = tuple(_carried_signal(change) for change in self._inbox)
+        workflow.continue_as_new(
+            replace(self._params, carried=self._state, carried_signals=signals)
+        )
+
+
+def _carried_signal(change: Change) -> CarriedSignal:
+    """A change a signal handler put in the inbox, as the next run's params carry it."""
+    match change:
+        case ReceivePeerConnected():
+            return CarriedSignal(ids.SIGNAL_PEER_CONNECTED)
+        case ActionRetry():
+            return CarriedSignal(ids.SIGNAL_RETRY)
+        case ActionTopUp():
+            return CarriedSignal(ids.SIGNAL_TOP_UP)
+        case ActionClose(cooperative=cooperative, reason=reason):
+            return CarriedSignal(ids.SIGNAL_CLOSE, CloseChannel(cooperative, reason))
+    # Only signal handlers add to the inbox while the run waits to continue.
+    raise TypeError(f"not a signalled change: {change!r}")
+
+
+def _signalled_change(signal: CarriedSignal) -> Change:
+    if signal.name == ids.SIGNAL_PEER_CONNECTED:
+        return ReceivePeerConnected()
+    if signal.name == ids.SIGNAL_RETRY:
+        return ActionRetry()
+    if signal.name == ids.SIGNAL_TOP_UP:
+        return ActionTopUp()
+    if signal.name == ids.SIGNAL_CLOSE:
+        close = signal.close or CloseChannel()
+        return ActionClose(cooperative=close.cooperative, reason=close.reason)
+    raise TypeError(f"unknown carried signal {signal.name}")
 
 
 def _is_final(err: ActivityError) -> bool:

@@ -14,8 +14,28 @@ from workflows.provisioning.state import ProvisioningState
 
 
 @dataclass(frozen=True)
+class CloseChannel:
+    """The `close` signal's argument: close cooperatively (one transaction, no settle
+    window) when the partner signs, else unilaterally."""
+
+    cooperative: bool = False
+    reason: str = "operator"
+
+
+@dataclass(frozen=True)
+class CarriedSignal:
+    """A signal a channel run had taken but not acted on when it continued as new (it came
+    while the run waited for its notifications); the next run acts on it. `name` is the
+    signal's name in `ids`; `close` is the `close` signal's argument."""
+
+    name: str
+    close: CloseChannel | None = None
+
+
+@dataclass(frozen=True)
 class ChannelParams:
-    """Everything a channel workflow needs; `carried` is set only by continue-as-new."""
+    """Everything a channel workflow needs; `carried` and `carried_signals` are set only by
+    continue-as-new."""
 
     node_id: str
     peer_id: str
@@ -27,6 +47,7 @@ class ChannelParams:
     deposit_target: int
     funds_recheck_seconds: float = 60.0
     carried: ProvisioningState | None = None
+    carried_signals: tuple[CarriedSignal, ...] = ()
     # Channel keeping after READY (see workflows/provisioning/keeping.py). Top up when our
     # remaining deposit falls below `top_up_below` wei (0: never); close after this long
     # without a claim moving (0: never); read the channel at least this often (keep it well
@@ -158,15 +179,6 @@ class SequencerParams:
     next_nonce: int | None = None
     # Recent answers by request id, carried across continue-as-new.
     remembered: tuple[tuple[str, SubmitResult], ...] = ()
-
-
-@dataclass(frozen=True)
-class CloseChannel:
-    """The `close` signal's argument: close cooperatively (one transaction, no settle
-    window) when the partner signs, else unilaterally."""
-
-    cooperative: bool = False
-    reason: str = "operator"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,10 @@ its own history, signs them in one activity (raw bytes and hashes land in histor
 broadcasts them in a second one, so many peers provisioning at once pipeline into the same
 block without ever colliding on a nonce. A transaction the node refuses outright leaves a
 hole; the sequencer fills it with a zero-value self-transfer so later nonces still mine.
+
+Once its history is long it refuses new submissions (the submitter sends them again), answers
+what it has admitted and continues as new with the next nonce and its recent answers: under
+steady submissions its queue never empties, so waiting for a quiet moment never ended.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import ids
@@ -33,6 +38,8 @@ REMEMBERED_RESULTS = 500
 MAX_HISTORY_EVENTS = 5_000
 # Before it, a repeat arriving while its batch was being sent was queued and sent again.
 PATCH_REPEAT_WHILE_SENDING = "repeat-while-sending-is-not-queued"
+# The error type of a submission refused while the sequencer continues as new.
+CONTINUING_AS_NEW = "SequencerContinuingAsNew"
 
 
 @workflow.defn(name=ids.SEQUENCER_WORKFLOW)
@@ -44,6 +51,8 @@ class WalletSequencer:
         # Request ids of the batch being signed and broadcast: neither queued nor answered.
         self._sending: frozenset[str] = frozenset()
         self._results: dict[str, SubmitResult] = dict(params.remembered)
+        # Set once the history is long: new submissions are refused until the new run.
+        self._continuing = False
 
     @workflow.update(name=ids.UPDATE_SUBMIT_ALL)
     async def submit_all(self, batch: SubmitBatch) -> list[SubmitResult]:
@@ -53,6 +62,13 @@ class WalletSequencer:
             lambda: all(request.request_id in self._results for request in batch.requests)
         )
         return [self._results[request.request_id] for request in batch.requests]
+
+    @submit_all.validator
+    def _admit(self, batch: SubmitBatch) -> None:
+        # Refused before history: the submitter sends the batch again and the new run,
+        # which remembers recent answers, takes it.
+        if self._continuing:
+            raise ApplicationError("the sequencer is continuing as new", type=CONTINUING_AS_NEW)
 
     def _enqueue(self, request: SubmitRequest) -> None:
         # A repeat (a submitter retried after a crash) gets the first answer, no new nonce,
@@ -76,6 +92,10 @@ class WalletSequencer:
             )
         while True:
             await workflow.wait_condition(lambda: bool(self._queue) or self._history_is_long())
+            if self._history_is_long():
+                # From here only admitted submissions are answered; the commands are the
+                # same with or without this flag (validators do not run on replay).
+                self._continuing = True
             if not self._queue:
                 await workflow.wait_condition(
                     lambda: workflow.all_handlers_finished() or bool(self._queue)
