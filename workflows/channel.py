@@ -99,6 +99,11 @@ PATCH_STALE_READS = "channel-reads-know-their-sends"
 # upsert the CHECKING_CONFIG its starter set (each upsert costs the server a visibility
 # write); and the keeper timer and read sequence numbers are on without markers of their own.
 PATCH_FEWER_ROUND_TRIPS = "provisioning-fewer-round-trips"
+# AWAITING_FUNDS waits for its recheck between changes, as the keeper does: there a long
+# history is cut (waiting inside the command, a change was always due and the run never
+# reached the cut) and a signal that changes nothing (a reconnect) no longer leaves the
+# run with no recheck at all.
+PATCH_FUNDS_TIMER = "awaiting-funds-timer-between-changes"
 # How long the partner's connector has to sign a cooperative settle before the close goes
 # unilateral.
 COOPERATIVE_ANSWER_TIMEOUT = timedelta(seconds=30)
@@ -126,6 +131,8 @@ class ChannelWorkflow:
         self._read_failed = False
         # PATCH_FEWER_ROUND_TRIPS, decided when the run starts.
         self._fewer_round_trips = False
+        # When AWAITING_FUNDS reads the balances again (workflow clock), PATCH_FUNDS_TIMER.
+        self._funds_due: float | None = None
 
     @workflow.signal(name=ids.SIGNAL_PEER_CONNECTED)
     def peer_connected(self) -> None:
@@ -203,18 +210,21 @@ class ChannelWorkflow:
 
     async def _wait_for_change(self) -> None:
         """Until something is in the inbox (or history is long); in a keeping stage, the
-        keeper timer puts `TimerKeep` there when it fires. Durable: a restart re-arms it."""
+        keeper timer puts `TimerKeep` there when it fires, in AWAITING_FUNDS the funds timer
+        `TimerFundsRecheck`. Durable: a restart re-arms them."""
         wake = lambda: bool(self._inbox) or self._history_is_long()  # noqa: E731
-        wait = self._keeper_wait()
+        wait, fired = self._keeper_wait(), TimerKeep()
+        if wait is None:
+            wait, fired = self._funds_wait(), TimerFundsRecheck()
         if wait is None:
             await workflow.wait_condition(wake)
         elif wait <= 0:
-            self._inbox.append(TimerKeep())
+            self._inbox.append(fired)
         else:
             try:
                 await workflow.wait_condition(wake, timeout=timedelta(seconds=wait))
             except TimeoutError:
-                self._inbox.append(TimerKeep())
+                self._inbox.append(fired)
 
     def _keeper_wait(self) -> float | None:
         if self._inbox or self._state.stage not in KEEPING_STAGES:
@@ -226,12 +236,26 @@ class ChannelWorkflow:
             wait = max(wait, RETRY_AFTER_SECONDS)
         return wait
 
+    def _funds_wait(self) -> float | None:
+        """Seconds until AWAITING_FUNDS reads the balances again (0: now, as in a run that
+        was continued there and has armed nothing yet); None: no funds timer."""
+        if self._inbox or self._state.stage is not Stage.AWAITING_FUNDS:
+            return None
+        if not workflow.patched(PATCH_FUNDS_TIMER):
+            return None
+        if self._funds_due is None:
+            return 0.0
+        return self._funds_due - workflow.now().timestamp()
+
     async def _execute(self, command: Command) -> None:
         match command:
             case ChainReadState():
                 self._inbox.append(self._timed(await self._read_chain()))
             case ChainSend():
                 self._inbox.append(await self._send(command))
+            case WaitForFunds() if workflow.patched(PATCH_FUNDS_TIMER):
+                # Armed here, waited for between changes (`_wait_for_change`).
+                self._funds_due = workflow.now().timestamp() + self._params.funds_recheck_seconds
             case WaitForFunds():
                 # Any signal cuts the wait short; the timer is durable across restarts.
                 try:

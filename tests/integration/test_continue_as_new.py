@@ -29,6 +29,7 @@ from activities.sequencer import SequencerClientActivities
 from activities.token_network import ChannelState, Deployment
 from tests.chaos.crash_link import opened_channels
 from tests.integration.keeper_node import SETTLE_TIMEOUT, TARGET, KeeperNode, mine, until
+from tests.integration.provisioning_node import Node
 from worker.run import ChainContext, build_workers, connector_worker
 from workflows import ids
 from workflows.messages import (
@@ -232,6 +233,47 @@ async def test_close_signalled_while_notifications_drain_before_the_cut_is_not_l
         final = await asyncio.wait_for(handle.result(), timeout=30)
     assert final.stage == "SETTLED" and final.channel_id == channel_id
     assert final.closing == "unilateral (test)"
+
+
+async def test_awaiting_funds_continues_as_new_and_still_rechecks_after_a_reconnect(
+    temporal_client: Client,
+    anvil_w3: AsyncWeb3,
+    deployment: Deployment,
+    new_account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wallet short of tokens waits in AWAITING_FUNDS, re-reading its balances on a timer,
+    for as long as it takes. Its own timer rounds grow the history, so it must be cut there
+    too (before, the round always had a change waiting and never reached the cut), and the
+    new run must go on re-reading, also after a reconnect cut a wait short (before, such a
+    signal left no timer: funds that arrived were never noticed without a `retry`)."""
+    a, peer, minter = [await new_account(m2m=0) for _ in range(3)]
+    node = Node(f"a-{uuid.uuid4().hex[:8]}", a, temporal_client)
+    workflow_id = ids.channel_workflow_id(node.node_id, "p", "M2M")
+    async with AsyncExitStack() as stack:
+        await node.start(
+            stack, anvil_w3, deployment, {"p": peer.address}, funds_recheck_seconds=0.2
+        )
+        await node.provisioner.peer_connected("p")
+        await node.wait_for_stage("p", "AWAITING_FUNDS")
+        described = await node.handle("p").describe()
+        monkeypatch.setattr(workflows.channel, "MAX_HISTORY_EVENTS", described.history_length + 40)
+
+        async def continued() -> bool:
+            return (await node.handle("p").describe()).run_id != described.run_id
+
+        await until(continued, what="a cut during AWAITING_FUNDS, on the workflow's own timers")
+        await assert_continued(temporal_client, workflow_id, described.run_id)
+        monkeypatch.undo()
+        assert (await node.status("p")).stage == "AWAITING_FUNDS"
+
+        # A reconnect while waiting, then the tokens arrive: the timer, not a signal, sees them.
+        await node.provisioner.peer_connected("p")
+        await asyncio.sleep(0.5)
+        await tn.send_and_wait(anvil_w3, minter, tn.build_mint(deployment, a.address, 2 * TARGET))
+        ready = await node.wait_for_stage("p", "READY", timeout=15)
+    assert ready.our_deposit == str(TARGET)
+    assert await tn.get_pair_counter(anvil_w3, deployment, a.address, peer.address) == 1
 
 
 # --- the wallet sequencer ---------------------------------------------------------------
