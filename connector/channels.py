@@ -187,6 +187,16 @@ class ChannelRegistry:
         if view.is_ready:
             self._event(status.peer_id).set()
 
+    def record_signalled(self, peer_id: str, token: str) -> None:
+        """The peer's workflow was signalled with start. That started a run only for a peer
+        seen for the first time or whose last run ended (SETTLED): CHECKING_CONFIG then.
+        A running workflow keeps its stage, so a reconnect does not show a SKIPPED,
+        AWAITING_FUNDS or FAILED peer as CHECKING_CONFIG until the next refresh (nor count
+        its FAILED again in /metrics)."""
+        current = self._views.get(peer_id)
+        if current is None or current.stage == Stage.SETTLED:
+            self._store(ChannelView(peer_id=peer_id, token=token, stage=Stage.CHECKING_CONFIG))
+
     def record_stage(self, peer_id: str, token: str, stage: str) -> None:
         current = self._views.get(peer_id)
         if current is None:
@@ -271,7 +281,7 @@ class ChannelProvisioner:
             memo={"peerAddress": params.peer_address or "", "token": params.token},
             static_summary=f"{params.token} channel {params.node_id} ↔ {params.peer_id}",
         )
-        self._registry.record_stage(peer_id, params.token, Stage.CHECKING_CONFIG)
+        self._registry.record_signalled(peer_id, params.token)
         log.info(
             "CHANNEL_PROVISIONING_SIGNALLED", peerId=peer_id, workflowId=workflow_id, signal=signal
         )

@@ -2,17 +2,20 @@
 
 Paying (one task per peer, woken by `settlement_required`, a link coming up, or a READY):
 
-    1. a claim we sent and the peer never acknowledged?  send that same claim again (5.)
+    1. a claim we sent and the peer never acknowledged?  send that same claim again (6.)
     2. nothing owed at the threshold?                    done
-    3. no READY channel?                                 signal `retry` to the peer's channel
+    3. the peer has no evmAddress (SKIPPED)?             logged once and done: no channel will
+                                                         ever come, so no retry; the balance
+                                                         stays owed under the credit limit
+    4. no READY channel?                                 signal `retry` to the peer's channel
                                                          workflow (it opens nothing here) and
                                                          wait for READY; the balance keeps
                                                          accumulating under the credit limit
-    4. sign nonce + 1 for the cumulative amount, capped by what our deposit covers, and
+    5. sign nonce + 1 for the cumulative amount, capped by what our deposit covers, and
        store it (durable) before it leaves; nothing left of the deposit: signal `top_up` to
        the peer's workflow (once per used-up deposit, not per attempt) and go on when the
        larger deposit reaches the registry
-    5. send it as BTP protocol data `payment-channel-claim`; on the peer's acknowledgement
+    6. send it as BTP protocol data `payment-channel-claim`; on the peer's acknowledgement
        credit the balance (the ack and the credit land in one write). No answer, a closed
        link, a refusal: the same claim again later, never a new amount.
 
@@ -261,6 +264,17 @@ class SettlementService:
         threshold = account.settlement_threshold
         if threshold is None or owed < threshold:
             ledger.settlement_failed(peer_id)  # re-arm: the next crossing asks again
+            return _Step.DONE
+        if self._node.config.peer(peer_id).evm_address is None:
+            # Not re-armed: the ledger asks no more in this process, so this is said once
+            # (again after a restart), and the workflow gets no pointless `retry` signals.
+            log.warning(
+                "SETTLEMENT_SKIPPED",
+                peerId=peer_id,
+                owed=str(owed),
+                reason="the peer has no evmAddress, so no channel: what we owe stays on the "
+                "ledger, bounded by its credit limit",
+            )
             return _Step.DONE
         if view is None or not view.is_ready or view.channel_id is None:
             await self._await_channel(peer_id, chain, view.stage if view else None)

@@ -87,3 +87,20 @@ def test_our_workflow_s_close_replaces_a_cooperative_hold() -> None:
     assert not registry.cooperative_hold_expired("peer", CHANNEL)
     registry.mark_closing("peer", CHANNEL, "SETTLED")
     assert registry.view("peer").stage == "SETTLED"
+
+
+def test_a_reconnect_leaves_a_running_workflow_s_stage_alone() -> None:
+    stages: list[str] = []
+    registry = ChannelRegistry(on_stage=lambda peer, stage: stages.append(stage))
+    registry.record_signalled("peer", "M2M")  # first connect: a new run
+    registry.record_stage("peer", "M2M", "SKIPPED")  # what the workflow then says
+    registry.record_signalled("peer", "M2M")  # a reconnect attaches to it
+    assert registry.view("peer").stage == "SKIPPED"
+    registry.record_stage("peer", "M2M", "FAILED")
+    registry.record_signalled("peer", "M2M")
+    assert stages == ["CHECKING_CONFIG", "SKIPPED", "FAILED"]
+    # A settled channel's run has ended: the next connect starts another.
+    registry.mark_ready(ready())
+    registry.mark_closing("peer", CHANNEL, "SETTLED")
+    registry.record_signalled("peer", "M2M")
+    assert stages[-2:] == ["SETTLED", "CHECKING_CONFIG"]

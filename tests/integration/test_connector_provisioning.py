@@ -1,16 +1,23 @@
 """Connectors with settlement on the real Temporal dev server and real anvil: every
 authenticated link starts provisioning, /health follows the stages, READY reaches the
-connector process, and a restarted connector rebuilds its views from Temporal without
-opening anything."""
+connector process, a restarted connector rebuilds its views from Temporal without
+opening anything, and a peer with no evmAddress is SKIPPED (said once) while its link routes
+and settlement, owing it, says once that it cannot pay."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 
+import aiohttp
+import pytest
+import structlog
 from eth_account.signers.local import LocalAccount
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from web3 import AsyncWeb3
@@ -22,7 +29,15 @@ from connector.config import NodeConfig, parse_config
 from connector.devstack import free_port
 from connector.node import ConnectorNode
 from connector.provisioning import ProvisioningRuntime
+from tests.integration.settlement_nodes import (
+    FAST,
+    PeerLink,
+    config_of,
+    node_yaml,
+    run_in_process,
+)
 from workflows import ids
+from workflows.provisioning.transition import CHANNEL_CREATION_SKIPPED
 
 THRESHOLD = 1_000_000
 TARGET = 10 * THRESHOLD
@@ -158,3 +173,111 @@ async def test_links_provision_health_follows_and_a_restart_opens_nothing(
     assert (
         await tn.get_pair_counter(anvil_w3, deployment, a_account.address, b_account.address) == 1
     )
+
+
+async def handled_signals(client: Client, workflow_id: str, name: str) -> int:
+    """How many `name` signals the workflow has handled: those a completed workflow task
+    follows (Temporal writes a signal that comes during a task after that task)."""
+    seen = handled = 0
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        if (
+            event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+            and event.workflow_execution_signaled_event_attributes.signal_name == name
+        ):
+            seen += 1
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            handled = seen
+    return handled
+
+
+async def health_stage(session: aiohttp.ClientSession, node: ConnectorNode, peer_id: str) -> str:
+    async with session.get(node.health_url + "/health") as response:
+        return (await response.json())["peers"][peer_id]["stage"]
+
+
+async def test_peer_without_evm_address_is_skipped_once_and_its_link_keeps_routing(
+    temporal_env: WorkflowEnvironment,
+    temporal_client: Client,
+    anvil,
+    deployment: Deployment,
+    new_account: Callable[..., Awaitable[LocalAccount]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="temporalio.workflow")
+    deployment_file = tmp_path / "deployment.json"
+    write_deployment(deployment_file, deployment)
+    suffix = uuid.uuid4().hex[:6]
+    a_id, b_id = f"a{suffix}", f"b{suffix}"
+    a_account, b_account = await new_account(), await new_account()
+    b_port = free_port()
+    common = {
+        "data_dir": tmp_path,
+        "deployment_file": deployment_file,
+        "temporal_address": temporal_env.client.service_client.config.target_host,
+        "rpc_url": anvil.url,
+        "threshold": THRESHOLD,
+    }
+    a_doc = node_yaml(
+        a_id, port=free_port(), peers=[PeerLink(b_id, b_account.address, b_port)], **common
+    )
+    del a_doc["peers"][0]["evmAddress"]  # a's operator left it out; b's did not
+    b_doc = node_yaml(b_id, port=b_port, peers=[PeerLink(a_id, a_account.address)], **common)
+    workflow_id = ids.channel_workflow_id(a_id, b_id, "M2M")
+
+    def skipped_lines() -> list[str]:
+        return [
+            message
+            for record in caplog.records
+            if (message := record.getMessage()).startswith(CHANNEL_CREATION_SKIPPED)
+            and f"peer={b_id} " in message
+        ]
+
+    async with AsyncExitStack() as stack:
+        b = await run_in_process(stack, config_of(b_doc, b_account.key.hex()))
+        a = await run_in_process(stack, config_of(a_doc, a_account.key.hex()))
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        await wait_for(lambda: stage(a.node, b_id) == "SKIPPED")
+        assert await health_stage(session, a.node, b_id) == "SKIPPED"
+        await wait_for(lambda: stage(b.node, a_id) == "READY")  # b's end is unaffected
+        for _ in range(3):
+            assert (await a.node.send_payment(f"g.{b_id}", 100_000)).fulfilled
+
+        # b drops the link, a dials again: the reconnect signals a's workflow once more.
+        seen_stages: set[str | None] = set()
+
+        async def watch_stage() -> None:
+            while True:
+                seen_stages.add(stage(a.node, b_id))
+                await asyncio.sleep(0.01)
+
+        watcher = asyncio.create_task(watch_stage())
+        await b.node.links[a_id].close()
+        async with asyncio.timeout(30):
+            while (
+                await handled_signals(temporal_client, workflow_id, ids.SIGNAL_PEER_CONNECTED) < 2
+            ):
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # the stage refresh runs every 3 s: a reset would still show
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        assert seen_stages == {"SKIPPED"}  # never CHECKING_CONFIG again
+        assert await health_stage(session, a.node, b_id) == "SKIPPED"
+        assert (await a.node.send_payment(f"g.{b_id}", 100_000)).fulfilled
+
+        # Owed over the threshold: settlement says once that it cannot pay, and does not
+        # signal `retry` to a workflow that cannot open anything.
+        with structlog.testing.capture_logs() as logs:
+            assert (await a.node.send_payment(f"g.{b_id}", THRESHOLD)).fulfilled
+            await wait_for(lambda: any(e["event"] == "SETTLEMENT_SKIPPED" for e in logs), 10)
+            await asyncio.sleep(2 * FAST.channel_retry_interval)  # a retry loop would show
+        skipped = [e.get("peerId") for e in logs if e["event"] == "SETTLEMENT_SKIPPED"]
+        assert skipped == [b_id]
+        assert not [e for e in logs if e["event"] == "SETTLEMENT_AWAITING_CHANNEL"]
+        assert await handled_signals(temporal_client, workflow_id, ids.SIGNAL_RETRY) == 0
+        # Routed all along, under the credit limit; nothing paid by claims.
+        assert b.node.ledger.snapshot(a_id).balance == 400_000 + THRESHOLD
+        assert a.node.claims.summary(b_id).sent is None
+    lines = skipped_lines()
+    assert len(lines) == 1, lines
+    assert "peer has no evmAddress" in lines[0]
