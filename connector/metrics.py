@@ -22,7 +22,7 @@ Three ways a value gets here:
 Claims (`connector.settlement` increments them): `CLAIMS_SENT` / `CLAIMS_RECEIVED` with
 labels `node, peer` after a claim was stored and sent / stored and acknowledged;
 `CLAIMS_REFUSED` with `node, peer, reason`, reason a short fixed identifier such as
-`bad_signature`, `stale_nonce`, `over_deposit`, `wrong_channel`; `CLAIMED_AMOUNT` gauge with
+`bad_signature`, `stale_nonce`, `above_deposit`, `not_our_channel`; `CLAIMED_AMOUNT` gauge with
 `node, peer, direction` (`sent` | `received`) set to the claim's cumulative transferredAmount
 in base units.
 """

@@ -25,6 +25,7 @@ KEY_ENV = "SETTLEMENT_TEST_TREASURY_KEY"
 THRESHOLD = 1_000_000
 DEPOSIT_MULTIPLIER = 10
 CREDIT_LIMIT = 10**12
+LINK_TOKEN = "link-token-shared-by-both-ends"
 # Tests do not wait out production backoffs.
 FAST = SettlementTiming(
     claim_timeout=5.0, retry_initial=0.1, retry_max=1.0, channel_retry_interval=1.0
@@ -62,7 +63,7 @@ def node_yaml(
         "peers": [
             {
                 "id": peer.peer_id,
-                "authToken": "link-token-shared-by-both-ends",
+                "authToken": LINK_TOKEN,
                 "evmAddress": peer.address,
                 "creditLimit": CREDIT_LIMIT,
                 **({"url": f"ws://127.0.0.1:{peer.port}"} if peer.port else {}),

@@ -3,11 +3,13 @@ claim stores and (for the cooperative settle) real connectors talking BTP.
 
 What is checked each time: the payout each side's settle event records equals what its token
 balance gained, equals what the claims on-chain say (deposit - own transfers + partner's
-transfers), and the two payouts add up to exactly what the channel held.
+transfers), and the two payouts add up to exactly what the channel held. Over BTP, each
+workflow's close telemetry (CHANNEL_CLOSING / CHANNEL_CLOSED / CHANNEL_SETTLED) is logged once.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -35,6 +37,7 @@ from worker.run import ChainContext
 from workflows import ids
 from workflows.messages import ChannelStatus, CloseChannel
 from workflows.provisioning.keeping import NON_CLOSER_GRACE_BLOCKS
+from workflows.provisioning.transition import CHANNEL_CLOSED, CHANNEL_CLOSING, CHANNEL_SETTLED
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +52,16 @@ async def balances(w3: AsyncWeb3, deployment: Deployment, *accounts: LocalAccoun
 
 async def tx_count(w3: AsyncWeb3, account: LocalAccount) -> int:
     return await w3.eth.get_transaction_count(account.address)
+
+
+def close_telemetry(caplog: pytest.LogCaptureFixture, workflow_id: str) -> list[tuple[str, str]]:
+    """(event, detail) of the close telemetry one channel workflow logged, in order."""
+    return [
+        (record.event, record.args[2])
+        for record in caplog.records
+        if getattr(record, "event", None) in (CHANNEL_CLOSING, CHANNEL_CLOSED, CHANNEL_SETTLED)
+        and record.temporal_workflow["workflow_id"] == workflow_id
+    ]
 
 
 def assert_payout(status: ChannelStatus, ours: int, theirs: int, *, cooperative: bool) -> None:
@@ -205,7 +218,9 @@ async def test_cooperative_settle_over_btp_pays_the_claims_in_one_transaction(
     deployment: Deployment,
     new_account,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="temporalio.workflow")
     a, b = await new_account(), await new_account()
     async with AsyncExitStack() as stack:
         node_a, node_b = await linked_keepers(
@@ -235,6 +250,13 @@ async def test_cooperative_settle_over_btp_pays_the_claims_in_one_transaction(
     assert [after[0] - before[0], after[1] - before[1]] == [ours, theirs]
     assert ours + theirs == 2 * TARGET
     assert sent == [1, 0]  # one cooperativeSettle, no close, no settle window
+    assert close_telemetry(caplog, node_a.handle(node_b.node_id).id) == [
+        (CHANNEL_CLOSING, f"{channel_id} cooperative (operator)"),
+        (CHANNEL_SETTLED, f"{channel_id} ours={ours} theirs={theirs} cooperative"),
+    ]
+    assert close_telemetry(caplog, node_b.handle(node_a.node_id).id) == [
+        (CHANNEL_SETTLED, f"{channel_id} ours={theirs} theirs={ours} cooperative"),
+    ]
 
 
 async def test_declined_cooperative_settle_closes_unilaterally_and_both_keepers_settle(
@@ -243,7 +265,9 @@ async def test_declined_cooperative_settle_closes_unilaterally_and_both_keepers_
     deployment: Deployment,
     new_account,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="temporalio.workflow")
     a, b = await new_account(), await new_account()
     async with AsyncExitStack() as stack:
         node_a, node_b = await linked_keepers(
@@ -281,3 +305,12 @@ async def test_declined_cooperative_settle_closes_unilaterally_and_both_keepers_
     assert_payout(final_b, theirs, ours, cooperative=False)
     assert [after[0] - before[0], after[1] - before[1]] == [ours, theirs]
     assert sent == [2, 1]  # a: close + settle; b: update. No second settle.
+    assert close_telemetry(caplog, node_a.handle(node_b.node_id).id) == [
+        (CHANNEL_CLOSING, f"{channel_id} cooperative (operator)"),
+        (CHANNEL_CLOSED, f"{channel_id} by us"),
+        (CHANNEL_SETTLED, f"{channel_id} ours={ours} theirs={theirs}"),
+    ]
+    assert close_telemetry(caplog, node_b.handle(node_a.node_id).id) == [
+        (CHANNEL_CLOSED, f"{channel_id} by partner"),
+        (CHANNEL_SETTLED, f"{channel_id} ours={theirs} theirs={ours}"),
+    ]

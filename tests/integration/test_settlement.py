@@ -14,8 +14,11 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
+import structlog
 from eth_account.signers.local import LocalAccount
+from prometheus_client.parser import text_string_to_metric_families
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -33,6 +36,7 @@ from connector.settlement import SettlementTiming
 from tests.integration.settlement_nodes import (
     DEPOSIT_MULTIPLIER,
     FAST,
+    LINK_TOKEN,
     THRESHOLD,
     PeerLink,
     config_of,
@@ -216,7 +220,11 @@ async def test_bad_claims_are_refused_and_change_nothing(
             "F00",
             "not_partner",
         ),
-        "replayed nonce": (payer.sign(domain, channel, 1, 1_300_000).to_json(), "F00", "stale"),
+        "replayed nonce": (
+            payer.sign(domain, channel, 1, 1_300_000).to_json(),
+            "F00",
+            "stale_nonce",
+        ),
         "wrong chain id": (
             payer.sign(ClaimDomain(1, deployment.token_network), channel, 2, 2_000_000).to_json(),
             "F00",
@@ -249,12 +257,18 @@ async def test_bad_claims_are_refused_and_change_nothing(
     rows_before = claim_rows(b)
     balance_before = b.node.ledger.snapshot(pair.a_id).balance
     for name, (body, code, reason) in cases.items():
-        with pytest.raises(BtpRefused) as refused:
+        with structlog.testing.capture_logs() as logs, pytest.raises(BtpRefused) as refused:
             await send(body)
         assert (refused.value.code, reason in refused.value.message) == (code, True), name
         assert claim_rows(b) == rows_before, name
         assert b.node.ledger.snapshot(pair.a_id).balance == balance_before, name
         assert b.node.claims.best_received(pair.a_id, channel) == accepted, name
+        # Each refusal is one CLAIM_REFUSED line naming the peer and the reason.
+        refusals = [(e["peerId"], e["reason"]) for e in logs if e["event"] == "CLAIM_REFUSED"]
+        assert refusals == [(pair.a_id, reason)], name
+        assert not [entry for entry in logs if has_secret(entry, pair)], name
+    # ... and counted once in b's /metrics, by reason.
+    assert await refused_counts(b, pair.a_id) == {reason: 1 for _, _, reason in cases.values()}
 
     # The accepted claim again (a lost acknowledgement): acknowledged, credited once.
     (answer,) = await send(accepted.claim.to_json())
@@ -272,8 +286,30 @@ async def test_bad_claims_are_refused_and_change_nothing(
     b.node.channels.mark_closing(pair.a_id, channel, "CLOSING")
     with pytest.raises(BtpRefused, match="channel_closing"):
         await send(payer.sign(domain, channel, 3, 1_300_000).to_json())
+    assert (await refused_counts(b, pair.a_id))["channel_closing"] == 1
     assert claim_rows(b) == rows_before
     assert b.node.ledger.snapshot(pair.a_id).balance == balance_before - 50_000
+
+
+async def refused_counts(running: RunningNode, peer_id: str) -> dict[str, float]:
+    """paychan_claims_refused_total by reason, as the node's /metrics serves it."""
+    url = running.node.health_url + "/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        text = await response.text()
+    labels = {"node": running.node.config.node_id, "peer": peer_id}
+    return {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "paychan_claims_refused_total" and labels.items() <= sample.labels.items()
+    }
+
+
+def has_secret(entry: dict, pair: Pair) -> bool:
+    """A log entry carrying a treasury key or the link's auth token."""
+    text = str(entry)
+    secrets = [account.key.hex() for account in (pair.a_account, pair.b_account)] + [LINK_TOKEN]
+    return any(secret.removeprefix("0x") in text for secret in secrets)
 
 
 async def test_without_a_ready_channel_the_workflow_is_retried_and_paid_once_ready(
