@@ -6,10 +6,13 @@ running; and `paychan demo` as a process stops everything on Ctrl-C."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection, Iterable
+from itertools import pairwise
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -37,21 +40,38 @@ def live_children() -> set[int]:
     return children
 
 
-def processes_using(workdir: Path) -> list[str]:
-    """Live processes whose command line or working directory is inside `workdir`."""
+def processes_using(workdir: Path, ports: Collection[int] = ()) -> list[str]:
+    """Live processes whose command line or working directory is inside `workdir`, or whose
+    command line names one of `ports` (`--port N`, `--ui-port N`: anvil and the Temporal dev
+    server, which run neither inside the workdir nor from it)."""
+    port_args = {str(port) for port in ports}
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            args = (entry / "cmdline").read_bytes().decode().split("\0")
             cwd = os.readlink(entry / "cwd")
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and (str(workdir) in cmdline or cwd.startswith(str(workdir))):
+        cmdline = " ".join(args)
+        on_port = any(
+            option.endswith("port") and value in port_args for option, value in pairwise(args)
+        )
+        if state != "Z" and (str(workdir) in cmdline or cwd.startswith(str(workdir)) or on_port):
             found.append(f"{entry.name}: {cmdline}")
     return found
+
+
+def service_ports(lines: Iterable[str]) -> set[int]:
+    """The Temporal (gRPC and UI) and anvil ports the demo announced."""
+    return {
+        int(port)
+        for line in lines
+        if line.startswith("Temporal ")
+        for port in re.findall(r"127\.0\.0\.1:(\d+)", line)
+    }
 
 
 def samples(path: Path, name: str, **labels: str) -> list[Sample]:
@@ -74,7 +94,14 @@ async def test_demo_reaches_ready_then_payments_flow_then_stops_everything(
 ) -> None:
     before = live_children()
     lines: list[str] = []
-    result = await run_demo(tmp_path, payments=100, fixed_ports=False, out=lines.append)
+    running: list[str] = []
+
+    def out(line: str) -> None:
+        lines.append(line)
+        if line.startswith("Sending "):  # everything the demo starts is up by now
+            running.extend(processes_using(tmp_path, service_ports(lines)))
+
+    result = await run_demo(tmp_path, payments=100, fixed_ports=False, out=out)
     assert result.fulfilled == 100 and result.rejected == 0
     ready_at = next(i for i, line in enumerate(lines) if "READY on both ends" in line)
     first_payment = next(i for i, line in enumerate(lines) if line.startswith("Sending "))
@@ -118,6 +145,11 @@ async def test_demo_reaches_ready_then_payments_flow_then_stops_everything(
     assert samples(peer2, "paychan_provisioning_stage_duration_seconds_count", node="peer2")
     assert value(peer2, "paychan_provisioning_failures_total", node="peer2") == 0
     assert live_children() <= before
+    # Seen while it ran: anvil, the Temporal dev server and the five connectors; none is left.
+    assert sum("anvil" in process for process in running) == 1, running
+    assert sum("server start-dev" in process for process in running) == 1, running
+    assert sum("connector.cli connector" in process for process in running) == 5, running
+    assert processes_using(tmp_path, service_ports(lines)) == []
 
 
 def test_ctrl_c_while_starting_stops_everything(tmp_path: Path) -> None:
@@ -139,7 +171,8 @@ def test_ctrl_c_while_starting_stops_everything(tmp_path: Path) -> None:
             line = process.stdout.readline()
             assert line, "demo exited early:\n" + "".join(output)
             output.append(line)
-        assert processes_using(workdir), "nothing running inside the workdir yet"
+        ports = service_ports(output)
+        assert processes_using(workdir, ports), "nothing running inside the workdir yet"
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=45)
     finally:
@@ -148,4 +181,4 @@ def test_ctrl_c_while_starting_stops_everything(tmp_path: Path) -> None:
             process.wait()
     assert process.returncode == 0, "".join(output) + rest
     assert "stopped; every process it started has exited" in rest
-    assert processes_using(workdir) == []
+    assert processes_using(workdir, ports) == []
