@@ -34,7 +34,7 @@ from temporalio.service import RPCError
 
 from workflows import ids
 from workflows.channel import ChannelWorkflow
-from workflows.messages import ChannelParams, ChannelStatus, SettlementReady
+from workflows.messages import ChannelParams, ChannelStatus, PeerConnected, SettlementReady
 from workflows.policies import WORKFLOW_TASK_TIMEOUT
 from workflows.provisioning.state import Stage
 
@@ -240,7 +240,10 @@ class ChannelProvisioner:
 
     async def peer_connected(self, peer_id: str) -> None:
         """Signal-with-start: one run per id, attached to if running, never a second one."""
-        await self._signal_with_start(peer_id, ids.SIGNAL_PEER_CONNECTED)
+        params = self._params.get(peer_id)
+        # The address as configured now: a run SKIPPED for the lack of one provisions.
+        connected = PeerConnected(params.peer_address if params else None)
+        await self._signal_with_start(peer_id, ids.SIGNAL_PEER_CONNECTED, connected)
 
     async def retry(self, peer_id: str) -> None:
         """Ask the peer's workflow to try again now; starts a new run when the last one has
@@ -258,7 +261,9 @@ class ChannelProvisioner:
         await self._client.get_workflow_handle(workflow_id).signal(ids.SIGNAL_TOP_UP)
         log.info("CHANNEL_TOP_UP_SIGNALLED", peerId=peer_id, workflowId=workflow_id)
 
-    async def _signal_with_start(self, peer_id: str, signal: str) -> None:
+    async def _signal_with_start(
+        self, peer_id: str, signal: str, argument: PeerConnected | None = None
+    ) -> None:
         params = self._params.get(peer_id)
         if params is None:
             return
@@ -271,6 +276,7 @@ class ChannelProvisioner:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             task_timeout=WORKFLOW_TASK_TIMEOUT,
             start_signal=signal,
+            start_signal_args=[] if argument is None else [argument],
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(ids.NODE_ID, params.node_id),

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         CooperativeSettleInput,
         CooperativeSettleRequest,
         PayoutStatus,
+        PeerConnected,
         ReadChainStateInput,
         ReadChannelInput,
         ReadClaimsInput,
@@ -135,8 +136,9 @@ class ChannelWorkflow:
         self._funds_due: float | None = None
 
     @workflow.signal(name=ids.SIGNAL_PEER_CONNECTED)
-    def peer_connected(self) -> None:
-        self._inbox.append(ReceivePeerConnected())
+    def peer_connected(self, connected: PeerConnected | None = None) -> None:
+        # None from a starter that sent no argument (recorded histories, older connectors).
+        self._inbox.append(ReceivePeerConnected((connected or PeerConnected()).peer_address))
 
     @workflow.signal(name=ids.SIGNAL_RETRY)
     def retry(self) -> None:
@@ -202,6 +204,9 @@ class ChannelWorkflow:
             changed = step.state.stage != self._state.stage or step.state.channel != (
                 self._state.channel
             )
+            if step.state.peer_address != self._state.peer_address:
+                # A SKIPPED run given the address: the memo the UI shows follows.
+                workflow.upsert_memo({"peerAddress": step.state.peer_address or ""})
             self._state = step.state
             if changed:
                 self._publish()
@@ -540,8 +545,8 @@ class ChannelWorkflow:
 def _carried_signal(change: Change) -> CarriedSignal:
     """A change a signal handler put in the inbox, as the next run's params carry it."""
     match change:
-        case ReceivePeerConnected():
-            return CarriedSignal(ids.SIGNAL_PEER_CONNECTED)
+        case ReceivePeerConnected(peer_address=address):
+            return CarriedSignal(ids.SIGNAL_PEER_CONNECTED, connected=PeerConnected(address))
         case ActionRetry():
             return CarriedSignal(ids.SIGNAL_RETRY)
         case ActionTopUp():
@@ -554,7 +559,7 @@ def _carried_signal(change: Change) -> CarriedSignal:
 
 def _signalled_change(signal: CarriedSignal) -> Change:
     if signal.name == ids.SIGNAL_PEER_CONNECTED:
-        return ReceivePeerConnected()
+        return ReceivePeerConnected((signal.connected or PeerConnected()).peer_address)
     if signal.name == ids.SIGNAL_RETRY:
         return ActionRetry()
     if signal.name == ids.SIGNAL_TOP_UP:

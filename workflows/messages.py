@@ -23,13 +23,24 @@ class CloseChannel:
 
 
 @dataclass(frozen=True)
+class PeerConnected:
+    """The `peer_connected` signal's argument: the peer's evmAddress in the connector's
+    config as the link came up (None: it has none). A SKIPPED run given one provisions, so
+    adding the address and restarting the connector is enough."""
+
+    peer_address: str | None = None
+
+
+@dataclass(frozen=True)
 class CarriedSignal:
     """A signal a channel run had taken but not acted on when it continued as new (it came
     while the run waited for its notifications); the next run acts on it. `name` is the
-    signal's name in `ids`; `close` is the `close` signal's argument."""
+    signal's name in `ids`; `close` and `connected` are the arguments of `close` and
+    `peer_connected`."""
 
     name: str
     close: CloseChannel | None = None
+    connected: PeerConnected | None = None
 
 
 @dataclass(frozen=True)

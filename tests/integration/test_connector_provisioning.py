@@ -33,8 +33,10 @@ from tests.integration.settlement_nodes import (
     FAST,
     PeerLink,
     config_of,
+    is_ready,
     node_yaml,
     run_in_process,
+    settled,
 )
 from workflows import ids
 from workflows.provisioning.transition import CHANNEL_CREATION_SKIPPED
@@ -199,6 +201,7 @@ async def test_peer_without_evm_address_is_skipped_once_and_its_link_keeps_routi
     temporal_env: WorkflowEnvironment,
     temporal_client: Client,
     anvil,
+    anvil_w3: AsyncWeb3,
     deployment: Deployment,
     new_account: Callable[..., Awaitable[LocalAccount]],
     tmp_path: Path,
@@ -278,6 +281,21 @@ async def test_peer_without_evm_address_is_skipped_once_and_its_link_keeps_routi
         # Routed all along, under the credit limit; nothing paid by claims.
         assert b.node.ledger.snapshot(a_id).balance == 400_000 + THRESHOLD
         assert a.node.claims.summary(b_id).sent is None
+
+    # The operator adds b's evmAddress and restarts a: the SKIPPED run provisions (no second
+    # run, no second channel) and what a owed b is paid by a claim on the channel.
+    a_doc["peers"][0]["evmAddress"] = b_account.address
+    async with AsyncExitStack() as stack:
+        b = await run_in_process(stack, config_of(b_doc, b_account.key.hex()))
+        a = await run_in_process(stack, config_of(a_doc, a_account.key.hex()))
+        await wait_for(lambda: is_ready(a, b_id))
+        assert a.node.channels.view(b_id).channel_id == b.node.channels.view(a_id).channel_id
+        await wait_for(lambda: settled(a, b_id), 30)
+        assert a.node.claims.summary(b_id).sent is not None
+    description = await temporal_client.get_workflow_handle(workflow_id).describe()
+    assert await description.memo_value("peerAddress", type_hint=str) == b_account.address
+    pair = (a_account.address, b_account.address)
+    assert await tn.get_pair_counter(anvil_w3, deployment, *pair) == 1
     lines = skipped_lines()
     assert len(lines) == 1, lines
     assert "peer has no evmAddress" in lines[0]

@@ -15,7 +15,10 @@ from workflows.provisioning.state import Channel, Payout, SignedClaim
 
 @dataclass(frozen=True)
 class ReceivePeerConnected:
-    """The peer authenticated a BTP link (first connect or any reconnect)."""
+    """The peer authenticated a BTP link (first connect or any reconnect); `peer_address` is
+    its evmAddress in the connector's config then (None: none, or an older connector)."""
+
+    peer_address: str | None = None
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,9 @@ def _handle(change: object, state: ProvisioningState) -> Transition:
 def _on_peer_connected(change: ReceivePeerConnected, state: ProvisioningState) -> Transition:
     if state.stage is Stage.CHECKING_CONFIG:
         return _start(state)
+    if state.stage is Stage.SKIPPED and change.peer_address is not None:
+        # The operator has added the peer's evmAddress (and restarted the connector).
+        return _start(replace(state, peer_address=change.peer_address))
     if state.stage is Stage.READY and state.channel is not None:
         # A reconnect may follow a connector restart: telling it again is idempotent and
         # cheaper than proving it still remembers.

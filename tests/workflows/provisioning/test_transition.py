@@ -75,6 +75,13 @@ def test_peer_without_evm_address_is_skipped_once() -> None:
     assert again.state.stage is Stage.SKIPPED and again.commands == ()
 
 
+def test_skipped_peer_connecting_with_an_evm_address_now_provisions() -> None:
+    skipped = transition(fresh(peer=None), ReceivePeerConnected()).state
+    step = transition(skipped, ReceivePeerConnected(peer_address=PEER))
+    assert step.state.stage is Stage.CHECKING_BALANCES and step.state.peer_address == PEER
+    assert kinds(step.commands) == [EmitTelemetry, ChainReadState]
+
+
 def test_connect_starts_with_telemetry_and_a_chain_read() -> None:
     step = transition(fresh(), ReceivePeerConnected())
     assert step.state.stage is Stage.CHECKING_BALANCES
