@@ -9,6 +9,7 @@ fixtures; every process started here is stopped by the context manager that star
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -204,8 +205,10 @@ def run_temporal(
     ui: bool = True,
     db_file: Path | None = None,
     log_file: Path | None = None,
+    dynamic_config: dict[str, int | bool] | None = None,
 ) -> Iterator[TemporalDevServer]:
-    """Start the Temporal dev server (UI optional, SQLite file optional), always stop it."""
+    """Start the Temporal dev server (UI optional, SQLite file optional), always stop it.
+    `dynamic_config`: more `--dynamic-config-value` settings (a lower history limit)."""
     port = port or free_port()
     args = [
         str(temporal_binary()),
@@ -220,6 +223,8 @@ def run_temporal(
         "--dynamic-config-value",
         "frontend.enableUpdateWorkflowExecution=true",
     ]
+    for key, value in (dynamic_config or {}).items():
+        args += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
     for name, kind in SEARCH_ATTRIBUTES:
         args += ["--search-attribute", f"{name}={kind}"]
     ui_url = None

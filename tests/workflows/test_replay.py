@@ -3,12 +3,20 @@
 The histories under `histories/` were produced by real runs (`record_histories.py`): happy
 path with a reconnect, AWAITING_FUNDS with a timer round then `retry`, SKIPPED, FAILED then
 `retry`, both ends racing, and channel keeping to the end (top-up, close, settle window,
-settle, completed). A workflow change that would break running workflows (a
-command added, removed or reordered without `workflow.patched`) fails here.
+settle, completed), all recorded before the patches below and kept as they are, since runs
+that older code started must still replay. Recorded with the patched paths of today's code
+(a workflow continued as new is saved run by run): AWAITING_FUNDS on the funds timer armed
+between changes, cut there and taken to READY by the next run's timer; a READY keeper cut
+while a `top_up` came in, which the next run carries and acts on; a sequencer that refused a
+batch while continuing as new and the run that took it. Those runs were cut where the server
+suggested continue-as-new, which their histories record, so they replay with the real
+history limits. A workflow change that would break running workflows (a command added,
+removed or reordered without `workflow.patched`) fails here.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -19,7 +27,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from workflows import ids
-from workflows.channel import ChannelWorkflow
+from workflows.channel import PATCH_FEWER_ROUND_TRIPS, PATCH_FUNDS_TIMER, ChannelWorkflow
 from workflows.sequencer import WalletSequencer
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -31,6 +39,9 @@ SCENARIOS = {
     "failed_retry",
     "race",
     "keeper_close",
+    "awaiting_funds_continued",
+    "keeper_continued",
+    "sequencer_continued",
 }
 
 
@@ -38,8 +49,61 @@ def load(path: Path) -> WorkflowHistory:
     return WorkflowHistory.from_json(path.stem, path.read_text())
 
 
+def events(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["events"]
+
+
 def event_types(path: Path) -> set[str]:
-    return {event["eventType"] for event in json.loads(path.read_text())["events"]}
+    return {event["eventType"] for event in events(path)}
+
+
+def decoded(payload: dict) -> object:
+    return json.loads(base64.b64decode(payload["data"]))
+
+
+def decoded_only(payloads: dict) -> object:
+    """The one payload of a history field (a workflow input, a marker's details)."""
+    (payload,) = payloads["payloads"]
+    return decoded(payload)
+
+
+def patch_ids(path: Path) -> set[str]:
+    markers = [
+        event["markerRecordedEventAttributes"]
+        for event in events(path)
+        if event["eventType"] == "EVENT_TYPE_MARKER_RECORDED"
+    ]
+    return {
+        decoded_only(marker["details"]["patch-data"])["id"]
+        for marker in markers
+        if marker["markerName"] == "core_patch"
+    }
+
+
+def started_with(path: Path) -> dict:
+    started = events(path)[0]["workflowExecutionStartedEventAttributes"]
+    return decoded_only(started["input"])
+
+
+def last_event_type(path: Path) -> str:
+    return events(path)[-1]["eventType"]
+
+
+def happened(path: Path) -> list[str]:
+    """What came in and what fired, in order: signal names, `timer`, `stage:<STAGE>`."""
+    seen = []
+    for event in events(path):
+        match event["eventType"]:
+            case "EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED":
+                seen.append(event["workflowExecutionSignaledEventAttributes"]["signalName"])
+            case "EVENT_TYPE_TIMER_FIRED":
+                seen.append("timer")
+            case "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES":
+                attributes = event["upsertWorkflowSearchAttributesEventAttributes"]
+                stage = attributes["searchAttributes"]["indexedFields"].get("Stage")
+                if stage is not None:
+                    seen.append(f"stage:{decoded(stage)}")
+    return seen
 
 
 def test_every_scenario_and_both_workflows_are_recorded() -> None:
@@ -57,6 +121,49 @@ def test_every_scenario_and_both_workflows_are_recorded() -> None:
         "EVENT_TYPE_TIMER_FIRED",
         "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED",
     } <= event_types(HISTORIES / "keeper_close--channel.json")
+
+
+def test_recordings_of_todays_code_take_its_patched_paths() -> None:
+    # AWAITING_FUNDS: the funds timer goes on after a reconnect, and its rounds cut the run.
+    funds_1 = HISTORIES / "awaiting_funds_continued--channel-1.json"
+    funds_2 = HISTORIES / "awaiting_funds_continued--channel-2.json"
+    assert {PATCH_FEWER_ROUND_TRIPS, PATCH_FUNDS_TIMER} <= patch_ids(funds_1)
+    assert "EVENT_TYPE_MARKER_RECORDED" in event_types(funds_1)  # local balance reads
+    seen = happened(funds_1)
+    assert seen[seen.index("peer_connected", 1) + 1] == "timer"
+    assert last_event_type(funds_1) == "EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW"
+    # The next run starts there, and its timer (no signal) notices the funds.
+    assert started_with(funds_2)["carried"]["stage"] == "AWAITING_FUNDS"
+    assert happened(funds_2)[-5:] == [
+        "peer_connected",
+        "timer",
+        "stage:CHECKING_BALANCES",
+        "stage:OPENING",
+        "stage:READY",
+    ]
+
+    # A READY keeper cut while its notifications drained; the `top_up` that came meanwhile
+    # is carried to the next run, which tops up.
+    keeper_1 = HISTORIES / "keeper_continued--channel-1.json"
+    keeper_2 = HISTORIES / "keeper_continued--channel-2.json"
+    assert PATCH_FEWER_ROUND_TRIPS in patch_ids(keeper_1)
+    seen = happened(keeper_1)
+    assert set(seen[seen.index("stage:READY") + 1 : -1]) == {"peer_connected"}
+    assert seen[-1] == "top_up"
+    assert last_event_type(keeper_1) == "EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW"
+    params = started_with(keeper_2)
+    assert params["carried"]["stage"] == "READY"
+    assert params["carried_signals"] == [{"name": ids.SIGNAL_TOP_UP, "close": None}]
+    # No signal of its own; READY again with the new deposit.
+    assert happened(keeper_2) == ["stage:READY", "stage:TOPPING_UP", "stage:READY", "stage:READY"]
+
+    # The sequencer run that refused a batch continued as new; the next took it and carries
+    # the answers it gave.
+    sequencer_1 = HISTORIES / "sequencer_continued--sequencer-1.json"
+    sequencer_2 = HISTORIES / "sequencer_continued--sequencer-2.json"
+    assert last_event_type(sequencer_1) == "EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW"
+    assert started_with(sequencer_2)["remembered"]
+    assert "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED" in event_types(sequencer_2)
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=lambda path: path.stem)
