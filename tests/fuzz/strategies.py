@@ -3,6 +3,8 @@ decoders are weakest (length prefixes, truncation, duplicated spans)."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from hypothesis import strategies as st
@@ -15,18 +17,19 @@ SEEDS = targets.seeds()
 
 # --- byte edits ---------------------------------------------------------------------------
 
+MAX_EDITS = 4
+MAX_EDIT_AT = 10_000
+# Length prefixes: short form, or long form with 1-7 length bytes.
+LENGTH_BYTES = (0x00, 0x7F, 0x80, 0x81, 0x82, 0x86, 0x87, 0xFF)
+
 EDIT = st.one_of(
-    st.tuples(st.just("set"), st.integers(0, 10_000), st.integers(0, 255)),
-    st.tuples(st.just("insert"), st.integers(0, 10_000), st.binary(min_size=1, max_size=8)),
-    st.tuples(st.just("delete"), st.integers(0, 10_000), st.integers(1, 8)),
-    st.tuples(st.just("truncate"), st.integers(0, 10_000), st.just(0)),
-    # A length prefix rewritten: short form, or long form with 1-7 length bytes.
-    st.tuples(
-        st.just("length"),
-        st.integers(0, 10_000),
-        st.sampled_from([0x00, 0x7F, 0x80, 0x81, 0x82, 0x86, 0x87, 0xFF]),
-    ),
-    st.tuples(st.just("duplicate"), st.integers(0, 10_000), st.integers(1, 64)),
+    st.tuples(st.just("set"), st.integers(0, MAX_EDIT_AT), st.integers(0, 255)),
+    st.tuples(st.just("insert"), st.integers(0, MAX_EDIT_AT), st.binary(min_size=1, max_size=8)),
+    st.tuples(st.just("delete"), st.integers(0, MAX_EDIT_AT), st.integers(1, 8)),
+    st.tuples(st.just("truncate"), st.integers(0, MAX_EDIT_AT), st.just(0)),
+    # A length prefix rewritten.
+    st.tuples(st.just("length"), st.integers(0, MAX_EDIT_AT), st.sampled_from(LENGTH_BYTES)),
+    st.tuples(st.just("duplicate"), st.integers(0, MAX_EDIT_AT), st.integers(1, 64)),
 )
 
 
@@ -47,8 +50,31 @@ def apply_edits(data: bytes, edits: list[tuple[str, int, object]]) -> bytes:
     return bytes(buf)
 
 
+def random_edits(rng: random.Random) -> list[tuple[str, int, object]]:
+    """Up to `MAX_EDITS` edits of the kinds `EDIT` draws, from a plain RNG: for a harness that
+    mutates a million inputs in minutes, where a hypothesis draw per input costs too much."""
+    edits: list[tuple[str, int, object]] = []
+    for _ in range(rng.randrange(MAX_EDITS + 1)):
+        kind = rng.choice(("set", "insert", "delete", "truncate", "length", "duplicate"))
+        arg: object
+        if kind == "set":
+            arg = rng.randrange(256)
+        elif kind == "insert":
+            arg = rng.randbytes(rng.randint(1, 8))
+        elif kind == "delete":
+            arg = rng.randint(1, 8)
+        elif kind == "length":
+            arg = rng.choice(LENGTH_BYTES)
+        elif kind == "duplicate":
+            arg = rng.randint(1, 64)
+        else:
+            arg = 0
+        edits.append((kind, rng.randrange(MAX_EDIT_AT + 1), arg))
+    return edits
+
+
 def mutated(valid: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
-    return st.builds(apply_edits, valid, st.lists(EDIT, max_size=4))
+    return st.builds(apply_edits, valid, st.lists(EDIT, max_size=MAX_EDITS))
 
 
 # --- structured generators ------------------------------------------------------------------
@@ -123,3 +149,29 @@ AUTH_FIRST = st.one_of(
     ),
     mutated(st.just(targets.auth_frame(b"alice", b"alice-token"))),
 )
+
+
+# --- what a live node acts on ----------------------------------------------------------------
+
+
+def live_prepares(destinations: Sequence[str]) -> st.SearchStrategy[bytes]:
+    """ILP Prepares the packet path acts on (to the node itself, to a peer, nowhere)."""
+    return st.builds(
+        lambda amount, destination, data: ilp.encode(
+            ilp.Prepare(amount, targets.EXPIRES, bytes(32), destination, data)
+        ),
+        st.integers(0, 10**9),
+        st.sampled_from(destinations),
+        st.binary(max_size=64),
+    )
+
+
+def ilp_messages(destinations: Sequence[str]) -> st.SearchStrategy[bytes]:
+    """BTP Messages carrying `ilp`: a live Prepare, any ILP packet, or a damaged one."""
+    return st.builds(
+        lambda request_id, packet: btp.encode(
+            btp.Message(request_id, (ProtocolData("ilp", btp.ContentType.OCTET_STREAM, packet),))
+        ),
+        REQUEST_IDS,
+        st.one_of(live_prepares(destinations), ILP_BYTES, mutated(ILP_BYTES)),
+    )

@@ -20,22 +20,27 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Awaitable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from connector.codec import btp, ilp
-from connector.codec.btp import ContentType, ProtocolData
+from connector.codec import btp
 from connector.config import NodeConfig
 from connector.node import ConnectorNode
 from tests.fuzz import targets
-from tests.fuzz.strategies import AUTH_FIRST, BTP_BYTES, ILP_BYTES, mutated
+from tests.fuzz.btp_node import (
+    ANSWER_WITHIN,
+    assert_serves,
+    authenticate,
+    connect_to,
+    node_config_data,
+)
+from tests.fuzz.strategies import AUTH_FIRST, BTP_BYTES, ilp_messages, mutated
 
 EXAMPLES = int(os.environ.get("PAYCHAN_FUZZ_EXAMPLES", "60"))
 SERVER_FUZZ = settings(
@@ -43,7 +48,6 @@ SERVER_FUZZ = settings(
     deadline=None,  # each example has its own time bounds (answers within 5 s)
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-ANSWER_WITHIN = 5.0
 SENT: Counter[str] = Counter()
 
 pytestmark = pytest.mark.timeout(600)
@@ -51,21 +55,7 @@ pytestmark = pytest.mark.timeout(600)
 T = TypeVar("T")
 
 # ILP Prepares the packet path acts on: to the node itself, back to us, nowhere.
-LIVE_PREPARES = st.builds(
-    lambda amount, destination, data: ilp.encode(
-        ilp.Prepare(amount, targets.EXPIRES, bytes(32), destination, data)
-    ),
-    st.integers(0, 10**9),
-    st.sampled_from(["g.node", "g.node.x", "g.alice.x", "g.nowhere", "g.bob"]),
-    st.binary(max_size=64),
-)
-ILP_MESSAGES = st.builds(
-    lambda request_id, packet: btp.encode(
-        btp.Message(request_id, (ProtocolData("ilp", ContentType.OCTET_STREAM, packet),))
-    ),
-    st.integers(0, btp.MAX_REQUEST_ID),
-    st.one_of(LIVE_PREPARES, ILP_BYTES, mutated(ILP_BYTES)),
-)
+ILP_MESSAGES = ilp_messages(["g.node", "g.node.x", "g.alice.x", "g.nowhere", "g.bob"])
 WS_MESSAGES = st.lists(
     st.one_of(
         mutated(BTP_BYTES),
@@ -110,20 +100,7 @@ class NodeThread:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeThread]:
     tmp: Path = tmp_path_factory.mktemp("btp-fuzz")
-    config = NodeConfig.model_validate(
-        {
-            "nodeId": "node",
-            "ilpAddress": "g.node",
-            "btpServerHost": "127.0.0.1",
-            "btpServerPort": 0,
-            "ledgerPath": str(tmp / "ledger.sqlite3"),
-            "peers": [
-                {"id": "alice", "authToken": "alice-token"},
-                {"id": "bob", "authToken": "bob-token"},
-            ],
-            "routes": [{"prefix": "g.alice", "peer": "alice"}, {"prefix": "g.bob", "peer": "bob"}],
-        }
-    )
+    config = NodeConfig.model_validate(node_config_data(tmp))
     with NodeThread(config) as node:
         yield node
     print(f"\nBTP server fuzz: {dict(SENT)}")
@@ -132,50 +109,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeThread]:
 # --- talking to the node ----------------------------------------------------------------------
 
 
-async def _connect(url: str) -> ClientConnection:
-    return await connect(url, proxy=None, max_size=None, open_timeout=ANSWER_WITHIN)
-
-
-async def _authenticate(url: str) -> ClientConnection:
-    ws = await _connect(url)
-    await ws.send(targets.auth_frame(b"alice", b"alice-token", request_id=1))
-    reply = btp.decode(await asyncio.wait_for(ws.recv(), ANSWER_WITHIN))
-    assert reply == btp.Response(1, ()), reply
-    return ws
-
-
-async def _answer_forwarded(ws: ClientConnection, frame: btp.Frame) -> None:
-    """The node forwarded a Prepare to us (its route to g.alice): reject it, so it is done."""
-    if isinstance(frame, btp.Message):
-        reject = ilp.encode(ilp.Reject("F02", "g.alice", "fuzzer", b""))
-        entry = ProtocolData("ilp", ContentType.OCTET_STREAM, reject)
-        await ws.send(btp.encode(btp.Response(frame.request_id, (entry,))))
-
-
-async def _assert_serves(ws: ClientConnection, used_ids: set[int]) -> None:
-    """A well-formed Prepare on `ws` gets a Response carrying an ILP Reject F02 (no route)."""
-    request_id = next(i for i in range(1_000_000, 2_000_000) if i not in used_ids)
-    expires = datetime.now(UTC) + timedelta(seconds=30)
-    prepare = ilp.encode(ilp.Prepare(10, expires, bytes(32), "g.nowhere.at.all", b""))
-    message = btp.Message(request_id, (ProtocolData("ilp", ContentType.OCTET_STREAM, prepare),))
-    await ws.send(btp.encode(message))
-    async with asyncio.timeout(ANSWER_WITHIN):
-        while True:
-            frame = btp.decode(await ws.recv())  # the server only sends well-formed frames
-            if frame.request_id == request_id and isinstance(frame, btp.Response | btp.Error):
-                break
-            await _answer_forwarded(ws, frame)
-    assert isinstance(frame, btp.Response), f"a Prepare was answered with {frame!r}"
-    entry = btp.find(frame.protocol_data, "ilp")
-    assert entry is not None, "Response to a Prepare without ilp"
-    reply = ilp.decode_fulfill_or_reject(entry.data)
-    assert isinstance(reply, ilp.Reject) and reply.code == "F02", reply
-
-
 async def _fresh_connection_serves(url: str) -> None:
-    ws = await _authenticate(url)
+    ws = await authenticate(url)
     try:
-        await _assert_serves(ws, set())
+        await assert_serves(ws, set())
     finally:
         await ws.close()
 
@@ -195,7 +132,7 @@ def _request_ids(messages: list[bytes | str]) -> set[int]:
 
 
 async def _before_auth(url: str, first: bytes, rest: list[bytes | str]) -> None:
-    ws = await _connect(url)
+    ws = await connect_to(url)
     try:
         await ws.send(first)
         SENT["binary"] += 1
@@ -204,7 +141,7 @@ async def _before_auth(url: str, first: bytes, rest: list[bytes | str]) -> None:
                 btp.decode(first).request_id, ()
             )
             await _send_all(ws, rest)
-            await _assert_serves(ws, _request_ids(rest))
+            await assert_serves(ws, _request_ids(rest))
             return
         # Refused: at most one BTP Error F00, then the server closes the connection.
         received = []
@@ -235,7 +172,7 @@ def test_garbage_before_auth_is_refused_and_the_server_keeps_serving(
 @given(text=st.text(min_size=1, max_size=64))
 def test_a_text_message_before_auth_is_refused(server: NodeThread, text: str) -> None:
     async def scenario() -> None:
-        ws = await _connect(server.url)
+        ws = await connect_to(server.url)
         try:
             await _send_all(ws, [text])
             with pytest.raises(ConnectionClosed):
@@ -253,11 +190,11 @@ def test_a_text_message_before_auth_is_refused(server: NodeThread, text: str) ->
 
 
 async def _after_auth(url: str, messages: list[bytes | str]) -> None:
-    ws = await _authenticate(url)
+    ws = await authenticate(url)
     try:
         await _send_all(ws, messages)
         # The same connection: garbage never costs an authenticated peer its link.
-        await _assert_serves(ws, _request_ids(messages) | {1})
+        await assert_serves(ws, _request_ids(messages) | {1})
     finally:
         await ws.close()
 
@@ -367,8 +304,8 @@ def test_an_oversized_message_after_auth_closes_that_link_only(server: NodeThrea
     """Over the 64 KiB frame limit the websocket layer closes (1009); others are unaffected."""
 
     async def scenario() -> None:
-        bystander = await _authenticate(server.url)
-        ws = await _connect(server.url)
+        bystander = await authenticate(server.url)
+        ws = await connect_to(server.url)
         try:
             await ws.send(targets.auth_frame(b"bob", b"bob-token"))
             await asyncio.wait_for(ws.recv(), ANSWER_WITHIN)
@@ -378,7 +315,7 @@ def test_an_oversized_message_after_auth_closes_that_link_only(server: NodeThrea
                     while True:
                         await ws.recv()
             assert ws.close_code == 1009
-            await _assert_serves(bystander, {1})
+            await assert_serves(bystander, {1})
         finally:
             await ws.close()
             await bystander.close()
