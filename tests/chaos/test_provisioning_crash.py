@@ -97,6 +97,40 @@ def temporal_address(temporal_client: Client) -> str:
     return temporal_client.service_client.config.target_host
 
 
+async def links_on_own_chain(
+    stack: AsyncExitStack,
+    rpc_url: str,
+    client: Client,
+    temporal_address: str,
+    directory: Path,
+    count: int,
+) -> tuple[AsyncWeb3, list[CrashLink]]:
+    """`count` links of fresh treasuries on a chain of the test's own, whose mining the test
+    may stop (automine off keeps transactions in the mempool)."""
+    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    stack.push_async_callback(w3.provider.disconnect)
+    deployment = await deploy(w3, Account.from_key(ANVIL_KEYS[0]))
+    deployment_file = directory / "deployment.json"
+    write_deployment(deployment_file, deployment)
+    links = [
+        await CrashLink.open(
+            stack,
+            client=client,
+            temporal_address=temporal_address,
+            rpc_url=rpc_url,
+            w3=w3,
+            deployment=deployment,
+            deployment_file=deployment_file,
+            a_id=unique(f"a{index}"),
+            a_account=await funded_account(w3, deployment),
+            b=Node(unique(f"b{index}"), await funded_account(w3, deployment), client),
+            directory=directory,
+        )
+        for index in range(count)
+    ]
+    return w3, links
+
+
 @dataclass(frozen=True)
 class Boundary:
     """Kill once `activity` has completed (in the wallet sequencer's history when `on_wallet`,
@@ -225,31 +259,9 @@ async def test_worker_killed_mid_transaction_sends_nothing_twice(
     mining them makes the channel READY. No other transaction from A ever enters the pool."""
     with run_anvil() as chain:
         async with AsyncExitStack() as stack:
-            w3 = AsyncWeb3(AsyncHTTPProvider(chain.url))
-            stack.push_async_callback(w3.provider.disconnect)
-            deployment = await deploy(w3, Account.from_key(ANVIL_KEYS[0]))
-            deployment_file = tmp_path / "deployment.json"
-            write_deployment(deployment_file, deployment)
-            links = [
-                await CrashLink.open(
-                    stack,
-                    client=temporal_client,
-                    temporal_address=temporal_address,
-                    rpc_url=chain.url,
-                    w3=w3,
-                    deployment=deployment,
-                    deployment_file=deployment_file,
-                    a_id=unique(f"a{repetition}"),
-                    a_account=await funded_account(w3, deployment),
-                    b=Node(
-                        unique(f"b{repetition}"),
-                        await funded_account(w3, deployment),
-                        temporal_client,
-                    ),
-                    directory=tmp_path,
-                )
-                for repetition in range(REPETITIONS)
-            ]
+            w3, links = await links_on_own_chain(
+                stack, chain.url, temporal_client, temporal_address, tmp_path, REPETITIONS
+            )
             await w3.provider.make_request("evm_setAutomine", [False])
 
             async def broadcast_then_kill(link: CrashLink) -> set[str]:
@@ -311,23 +323,8 @@ async def test_worker_sigterm_mid_receipt_wait_finishes_the_step_then_exits(
     worker exits 0. A fresh worker takes the channel on to READY; nothing is sent twice."""
     with run_anvil() as chain:
         async with AsyncExitStack() as stack:
-            w3 = AsyncWeb3(AsyncHTTPProvider(chain.url))
-            stack.push_async_callback(w3.provider.disconnect)
-            deployment = await deploy(w3, Account.from_key(ANVIL_KEYS[0]))
-            deployment_file = tmp_path / "deployment.json"
-            write_deployment(deployment_file, deployment)
-            link = await CrashLink.open(
-                stack,
-                client=temporal_client,
-                temporal_address=temporal_address,
-                rpc_url=chain.url,
-                w3=w3,
-                deployment=deployment,
-                deployment_file=deployment_file,
-                a_id=unique("a"),
-                a_account=await funded_account(w3, deployment),
-                b=Node(unique("b"), await funded_account(w3, deployment), temporal_client),
-                directory=tmp_path,
+            w3, (link,) = await links_on_own_chain(
+                stack, chain.url, temporal_client, temporal_address, tmp_path, 1
             )
             await w3.provider.make_request("evm_setAutomine", [False])
             await link.worker.start()

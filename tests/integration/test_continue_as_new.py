@@ -144,10 +144,16 @@ async def test_ready_keeper_continues_as_new_with_its_channel_and_still_tops_up_
             return side.deposit > TARGET
 
         await until(topped_up, what="the top-up after continue-as-new")
-        after_top_up = await node.wait_for_stage("b", "READY")
         expected_total = TARGET + (TARGET - 4 * M2M)  # the target remaining again
-        assert after_top_up.our_deposit == str(expected_total)
-        assert after_top_up.channel_id == channel_id
+
+        # READY comes back as the top-up is mined; the channel read after it brings the new
+        # deposit (under load the query can land between the two).
+        async def deposit_shown() -> bool:
+            status = await node.status("b")
+            return status.stage == "READY" and status.our_deposit == str(expected_total)
+
+        await until(deposit_shown, what="the topped-up deposit in the status")
+        assert (await node.status("b")).channel_id == channel_id
 
         # And a close requested now closes and settles the same channel.
         await handle.signal(ids.SIGNAL_CLOSE, CloseChannel(reason="test"))

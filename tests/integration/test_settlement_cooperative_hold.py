@@ -78,6 +78,9 @@ peers:
         await node.provisioner.peer_connected("a")
         channel_id = (await node.wait_for_stage("a", "READY")).channel_id
         assert channel_id is not None
+        # The workflow answers READY before its notification reaches the connector's registry;
+        # only a READY channel is held for a cooperative settle.
+        await asyncio.wait_for(node.registry.wait_ready("a"), 30)
 
         # The proposer asks for everything the channel holds to go to us (our deposit): we
         # sign, and stop claims on the channel. It never sends cooperativeSettle.
