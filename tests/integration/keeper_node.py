@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from activities.connector import ConnectorActivities, CooperativeSettler
 from activities.token_network import Deployment
 from connector.balances import AccountLimits, BalanceLedger
 from connector.chain_view import ChannelChainView
-from connector.channels import ChannelProvisioner, ChannelRegistry
+from connector.channels import ChannelProvisioner, ChannelRegistry, ChannelView
 from connector.claim_store import ClaimStore
 from connector.claims import Claim, ClaimDomain, ClaimSigner
 from connector.payout import PayoutReconciler
@@ -150,6 +151,19 @@ class KeeperNode:
 
     async def status(self, peer_id: str) -> ChannelStatus:
         return await self.handle(peer_id).query(ids.QUERY_STATUS, result_type=ChannelStatus)
+
+    async def wait_for_view(
+        self, peer_id: str, check: Callable[[ChannelView], bool], timeout: float = 30.0
+    ) -> ChannelView:
+        """Until the connector's registry shows what `check` asks for: the workflow tells it
+        by notifications, which trail the workflow's own `status`."""
+
+        async def seen() -> bool:
+            view = self.registry.view(peer_id)
+            return view is not None and check(view)
+
+        await until(seen, timeout, what=f"{peer_id}'s view in the registry")
+        return self.registry.view(peer_id)
 
     async def wait_for_stage(
         self, peer_id: str, *stages: str, timeout: float = 30.0

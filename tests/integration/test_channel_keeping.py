@@ -111,7 +111,7 @@ async def test_stale_partner_close_is_answered_by_update_and_settled_once_across
         # Our keeper answers within the window with the partner's best claim to us.
         window = await node.wait_for_stage("b", "SETTLE_WINDOW")
         assert window.settle_block is not None
-        assert node.registry.view("b").stage == "SETTLE_WINDOW"  # no more claims on it
+        await node.wait_for_view("b", lambda view: view.stage == "SETTLE_WINDOW")  # no claims
 
         async def updated() -> bool:
             side = await tn.get_participant(anvil_w3, deployment, channel_id, b.address)

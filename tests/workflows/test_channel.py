@@ -107,7 +107,7 @@ async def test_top_up_on_the_hourly_check_and_at_once_on_the_top_up_signal(
         )
         status = await _until_status(node, lambda s: s.our_deposit == str(expected))
         assert status.stage == "READY"
-        assert node.registry.view("b").our_deposit == expected  # the connector was told
+        await node.wait_for_view("b", lambda view: view.our_deposit == expected)  # told
 
         # The top_up signal checks at once, without waiting for the next hour.
         await node.pay("b", channel_id, 14 * TARGET // 10)  # 2/10 of the target remain
@@ -162,7 +162,7 @@ async def test_idle_channel_closes_after_the_idle_period_and_settles_after_the_w
         await skipping_env.sleep(timedelta(hours=2))
         status = await node.wait_for_stage("b", "SETTLE_WINDOW")
         assert status.closing == "unilateral (idle)"
-        assert node.registry.view("b").stage in ("CLOSING", "SETTLE_WINDOW")
+        await node.wait_for_view("b", lambda view: view.stage in ("CLOSING", "SETTLE_WINDOW"))
         info = await tn.get_channel(anvil_w3, deployment, channel_id)
         assert info.state is ChannelState.CLOSED and info.closing_participant == a.address
         side = await tn.get_participant(anvil_w3, deployment, channel_id, b.address)
