@@ -105,6 +105,12 @@ PATCH_FEWER_ROUND_TRIPS = "provisioning-fewer-round-trips"
 # reached the cut) and a signal that changes nothing (a reconnect) no longer leaves the
 # run with no recheck at all.
 PATCH_FUNDS_TIMER = "awaiting-funds-timer-between-changes"
+# A timer that is due goes before a signal taken in the same wait. The SDK may apply a timer
+# firing and a signal of one workflow task in either order: a worker ran the task live timer
+# first, a replay of that history took the signal first and failed as nondeterministic (chaos
+# soak, seed 3: the keeper's channel read against the READY notification of a reconnect).
+# Deciding by the workflow clock gives both the same order. Decided once per run.
+PATCH_TIMER_FIRST = "due-timer-before-signals"
 # How long the partner's connector has to sign a cooperative settle before the close goes
 # unilateral.
 COOPERATIVE_ANSWER_TIMEOUT = timedelta(seconds=30)
@@ -130,8 +136,9 @@ class ChannelWorkflow:
         # The last channel read failed for good (a revert: bad config): read again only
         # after RETRY_AFTER_SECONDS, not in a loop.
         self._read_failed = False
-        # PATCH_FEWER_ROUND_TRIPS, decided when the run starts.
+        # PATCH_FEWER_ROUND_TRIPS and PATCH_TIMER_FIRST, decided when the run starts.
         self._fewer_round_trips = False
+        self._timer_first = False
         # When AWAITING_FUNDS reads the balances again (workflow clock), PATCH_FUNDS_TIMER.
         self._funds_due: float | None = None
 
@@ -191,6 +198,7 @@ class ChannelWorkflow:
     @workflow.run
     async def run(self, params: ChannelParams) -> ChannelStatus:
         self._fewer_round_trips = workflow.patched(PATCH_FEWER_ROUND_TRIPS)
+        self._timer_first = workflow.patched(PATCH_TIMER_FIRST)
         if params.carried is not None or not self._fewer_round_trips:
             # A fresh run's stage is CHECKING_CONFIG, which its starter has set already.
             self._publish()
@@ -226,10 +234,16 @@ class ChannelWorkflow:
         elif wait <= 0:
             self._inbox.append(fired)
         else:
+            due = workflow.now().timestamp() + wait
             try:
                 await workflow.wait_condition(wake, timeout=timedelta(seconds=wait))
             except TimeoutError:
                 self._inbox.append(fired)
+            else:
+                if self._timer_first and workflow.now().timestamp() >= due:
+                    # Woken by a signal in a task at or past the timer's due time (the task
+                    # that fires it, or later): the timer's change goes first.
+                    self._inbox.insert(0, fired)
 
     def _keeper_wait(self) -> float | None:
         if self._inbox or self._state.stage not in KEEPING_STAGES:
