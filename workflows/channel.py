@@ -105,12 +105,16 @@ PATCH_FEWER_ROUND_TRIPS = "provisioning-fewer-round-trips"
 # reached the cut) and a signal that changes nothing (a reconnect) no longer leaves the
 # run with no recheck at all.
 PATCH_FUNDS_TIMER = "awaiting-funds-timer-between-changes"
-# A timer that is due goes before a signal taken in the same wait. The SDK may apply a timer
-# firing and a signal of one workflow task in either order: a worker ran the task live timer
-# first, a replay of that history took the signal first and failed as nondeterministic (chaos
-# soak, seed 3: the keeper's channel read against the READY notification of a reconnect).
-# Deciding by the workflow clock gives both the same order. Decided once per run.
-PATCH_TIMER_FIRST = "due-timer-before-signals"
+# Signals are acted on after the results and timers that are in (a timer counts once the task's
+# time reaches it). The same history does not always reach the workflow in the same
+# activations: in the chaos soak (seed 3) a fresh worker ran a keeper's task live timer first
+# (a channel read, then the READY notification a reconnect signal asked for), most likely
+# having applied the pending timer while it answered the restarted connector's status query
+# just before the signal came; a replay gets the timer and the signal in one activation, where
+# the SDK applies signals first, so it did the opposite and failed as nondeterministic (stuck;
+# the connector never told READY). Acting on signals last, and on a due timer by the workflow
+# clock, gives every way of delivery the same order. Decided once per run.
+PATCH_SIGNALS_LAST = "signals-after-results-and-due-timers"
 # How long the partner's connector has to sign a cooperative settle before the close goes
 # unilateral.
 COOPERATIVE_ANSWER_TIMEOUT = timedelta(seconds=30)
@@ -136,9 +140,9 @@ class ChannelWorkflow:
         # The last channel read failed for good (a revert: bad config): read again only
         # after RETRY_AFTER_SECONDS, not in a loop.
         self._read_failed = False
-        # PATCH_FEWER_ROUND_TRIPS and PATCH_TIMER_FIRST, decided when the run starts.
+        # PATCH_FEWER_ROUND_TRIPS and PATCH_SIGNALS_LAST, decided when the run starts.
         self._fewer_round_trips = False
-        self._timer_first = False
+        self._signals_last = False
         # When AWAITING_FUNDS reads the balances again (workflow clock), PATCH_FUNDS_TIMER.
         self._funds_due: float | None = None
 
@@ -198,7 +202,7 @@ class ChannelWorkflow:
     @workflow.run
     async def run(self, params: ChannelParams) -> ChannelStatus:
         self._fewer_round_trips = workflow.patched(PATCH_FEWER_ROUND_TRIPS)
-        self._timer_first = workflow.patched(PATCH_TIMER_FIRST)
+        self._signals_last = workflow.patched(PATCH_SIGNALS_LAST)
         if params.carried is not None or not self._fewer_round_trips:
             # A fresh run's stage is CHECKING_CONFIG, which its starter has set already.
             self._publish()
@@ -208,7 +212,7 @@ class ChannelWorkflow:
             await self._wait_for_change()
             if not self._inbox:
                 await self._continue_as_new()
-            step = transition(self._state, self._inbox.pop(0))
+            step = transition(self._state, self._next_change())
             changed = step.state.stage != self._state.stage or step.state.channel != (
                 self._state.channel
             )
@@ -240,10 +244,17 @@ class ChannelWorkflow:
             except TimeoutError:
                 self._inbox.append(fired)
             else:
-                if self._timer_first and workflow.now().timestamp() >= due:
+                if self._signals_last and workflow.now().timestamp() >= due:
                     # Woken by a signal in a task at or past the timer's due time (the task
-                    # that fires it, or later): the timer's change goes first.
-                    self._inbox.insert(0, fired)
+                    # that fires it, or later): the timer is in too.
+                    self._inbox.append(fired)
+
+    def _next_change(self) -> Change:
+        if self._signals_last:
+            for index, change in enumerate(self._inbox):
+                if not isinstance(change, SIGNALLED):
+                    return self._inbox.pop(index)
+        return self._inbox.pop(0)
 
     def _keeper_wait(self) -> float | None:
         if self._inbox or self._state.stage not in KEEPING_STAGES:
@@ -554,6 +565,10 @@ class ChannelWorkflow:
         workflow.continue_as_new(
             replace(self._params, carried=self._state, carried_signals=signals)
         )
+
+
+# The changes signal handlers put in the inbox.
+SIGNALLED = (ReceivePeerConnected, ActionRetry, ActionTopUp, ActionClose)
 
 
 def _carried_signal(change: Change) -> CarriedSignal:

@@ -25,7 +25,7 @@ from tests.chaos.rpc_gate import RpcGate
 from tests.chaos.workflow_history import wait_for_pending
 from tests.integration.provisioning_node import Node
 from workflows import channel, ids
-from workflows.channel import PATCH_FEWER_ROUND_TRIPS, PATCH_TIMER_FIRST, ChannelWorkflow
+from workflows.channel import PATCH_FEWER_ROUND_TRIPS, PATCH_SIGNALS_LAST, ChannelWorkflow
 
 
 async def test_a_peer_takes_three_activities_and_a_local_read_and_replays(
@@ -52,7 +52,7 @@ async def test_a_peer_takes_three_activities_and_a_local_read_and_replays(
             data = json.loads(marker.details[_MARKER_DATA[marker.marker_name]].payloads[0].data)
             markers.append(data.get("id") or data.get("activity_type"))
     assert activities == [ids.SUBMIT_TRANSACTIONS, ids.WAIT_FOR_RECEIPTS, ids.MARK_SETTLEMENT_READY]
-    assert markers == [PATCH_FEWER_ROUND_TRIPS, PATCH_TIMER_FIRST, ids.READ_CHAIN_STATE]
+    assert markers == [PATCH_FEWER_ROUND_TRIPS, PATCH_SIGNALS_LAST, ids.READ_CHAIN_STATE]
     # Each upsert costs the server a visibility write: not the starter's CHECKING_CONFIG again.
     assert stages == ["CHECKING_BALANCES", "OPENING", "READY"]
     types = {event.event_type for event in history.events}

@@ -2,13 +2,15 @@
 
 `regressions/keeper_timer_and_reconnect_in_one_task--channel.json.gz` is a READY keeper's
 history from the chaos soak (`bench/chaos.py --rounds 50 --seed 3`): its keeper timer fired
-while the worker that held it was killed, the restarted connector's reconnect signal came
-before the task was handed to a fresh worker, and that worker, running the task live, took
-the timer first (a channel read, the READY notification after it). A replay of the same
-history (the next restart) took the signal first and failed as nondeterministic, so the
-workflow was stuck and the connector never heard READY. Since `PATCH_TIMER_FIRST` a timer
-due by the task's time goes first either way. The run was recorded before the patch, so the
-replay here turns it on the way a run started today has it on.
+while the worker that held it was dead, the restarted connector signalled a reconnect, and the
+fresh worker ran the task live timer first (a channel read, the READY notification after it;
+most likely it had applied the pending timer while answering the connector's status query
+just before the signal). A replay of the same history gets the timer and the signal in one
+activation, where the SDK applies signals first: it took the signal first and failed as
+nondeterministic, so the workflow was stuck and the connector never heard READY. Since
+`PATCH_SIGNALS_LAST` signals are acted on after results and due timers however they are
+delivered. The run was recorded before the patch, so the replay here turns it on the way a
+run started today has it on.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from worker.data_converter import DATA_CONVERTER
-from workflows.channel import PATCH_TIMER_FIRST, ChannelWorkflow
+from workflows.channel import PATCH_SIGNALS_LAST, ChannelWorkflow
 
 RECORDED = (
     Path(__file__).resolve().parent
@@ -36,7 +38,7 @@ RECORDED = (
 def timer_first(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     patched = workflow.patched
     monkeypatch.setattr(
-        workflow, "patched", lambda patch_id: patch_id == PATCH_TIMER_FIRST or patched(patch_id)
+        workflow, "patched", lambda patch_id: patch_id == PATCH_SIGNALS_LAST or patched(patch_id)
     )
     yield
 
@@ -55,7 +57,7 @@ async def replay_failure() -> Exception | None:
     return result.replay_failure
 
 
-async def test_a_due_timer_goes_before_a_signal_of_the_same_task_as_it_ran_live(
+async def test_a_due_timer_goes_before_a_signal_of_the_same_task_as_it_did_live(
     timer_first: None,
 ) -> None:
     assert await replay_failure() is None
