@@ -108,11 +108,11 @@ PATCH_FUNDS_TIMER = "awaiting-funds-timer-between-changes"
 # Signals are acted on after the results and timers that are in (a timer counts once the task's
 # time reaches it). The same history does not always reach the workflow in the same
 # activations: in the chaos soak (seed 3) a fresh worker ran a keeper's task live timer first
-# (a channel read, then the READY notification a reconnect signal asked for), most likely
-# having applied the pending timer while it answered the restarted connector's status query
-# just before the signal came; a replay gets the timer and the signal in one activation, where
-# the SDK applies signals first, so it did the opposite and failed as nondeterministic (stuck;
-# the connector never told READY). Acting on signals last, and on a due timer by the workflow
+# (a channel read, then the READY notification a reconnect signal asked for; how it came to
+# take the two apart is not established: a status query answered just before is the likely
+# way, not reproduced in isolation); a replay gets the timer and the signal in one activation,
+# where the SDK applies signals first, so it did the opposite and failed as nondeterministic
+# (stuck; the connector never told READY). Acting on signals last, and on a due timer by the workflow
 # clock, gives every way of delivery the same order. Decided once per run.
 PATCH_SIGNALS_LAST = "signals-after-results-and-due-timers"
 # How long the partner's connector has to sign a cooperative settle before the close goes

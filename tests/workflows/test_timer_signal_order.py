@@ -4,8 +4,7 @@
 history from the chaos soak (`bench/chaos.py --rounds 50 --seed 3`): its keeper timer fired
 while the worker that held it was dead, the restarted connector signalled a reconnect, and the
 fresh worker ran the task live timer first (a channel read, the READY notification after it;
-most likely it had applied the pending timer while answering the connector's status query
-just before the signal). A replay of the same history gets the timer and the signal in one
+how it took the two apart is not established). A replay of the same history gets the timer and the signal in one
 activation, where the SDK applies signals first: it took the signal first and failed as
 nondeterministic, so the workflow was stuck and the connector never heard READY. Since
 `PATCH_SIGNALS_LAST` signals are acted on after results and due timers however they are
