@@ -112,8 +112,8 @@ PATCH_FUNDS_TIMER = "awaiting-funds-timer-between-changes"
 # take the two apart is not established: a status query answered just before is the likely
 # way, not reproduced in isolation); a replay gets the timer and the signal in one activation,
 # where the SDK applies signals first, so it did the opposite and failed as nondeterministic
-# (stuck; the connector never told READY). Acting on signals last, and on a due timer by the workflow
-# clock, gives every way of delivery the same order. Decided once per run.
+# (stuck; the connector never told READY). Acting on signals last, and on a due timer by the
+# workflow clock, gives every way of delivery the same order. Decided once per run.
 PATCH_SIGNALS_LAST = "signals-after-results-and-due-timers"
 # How long the partner's connector has to sign a cooperative settle before the close goes
 # unilateral.
