@@ -285,6 +285,13 @@ _SETTLED_TOPIC = keccak(text="ChannelSettled(bytes32,address,uint256,address,uin
 _COOPERATIVE_SETTLED_TOPIC = keccak(
     text="ChannelCooperativeSettled(bytes32,address,uint256,address,uint256)"
 )
+_NEW_DEPOSIT_TOPIC = keccak(text="ChannelNewDeposit(bytes32,address,uint256)")
+_WITHDRAWAL_TOPIC = keccak(text="ChannelWithdrawal(bytes32,address,uint256,uint256)")
+
+
+def _topic_word(value: str) -> str:
+    """An indexed bytes32 or address as a log filter topic (32 bytes, left-padded)."""
+    return "0x" + HexBytes(value).hex().removeprefix("0x").lower().rjust(64, "0")
 
 
 async def get_settlement(
@@ -300,7 +307,7 @@ async def get_settlement(
             "toBlock": "latest",
             "topics": [
                 ["0x" + _SETTLED_TOPIC.hex(), "0x" + _COOPERATIVE_SETTLED_TOPIC.hex()],
-                "0x" + HexBytes(channel_id).hex().removeprefix("0x").rjust(64, "0"),
+                _topic_word(channel_id),
             ],
         }
     )
@@ -320,6 +327,37 @@ async def get_settlement(
             tx_hash="0x" + bytes(log["transactionHash"]).hex(),
         )
     return None
+
+
+async def get_funding(
+    w3: AsyncWeb3, deployment: Deployment, channel_id: str, participant: str
+) -> tuple[int, int]:
+    """`participant`'s total deposit and total withdrawn on the channel, from its
+    `ChannelNewDeposit` and `ChannelWithdrawal` events (both carry running totals), so also
+    once the channel is settled and the contract has deleted its state."""
+    logs = await w3.eth.get_logs(
+        {
+            "address": to_checksum_address(deployment.token_network),
+            "fromBlock": deployment.deployed_block,
+            "toBlock": "latest",
+            "topics": [
+                ["0x" + _NEW_DEPOSIT_TOPIC.hex(), "0x" + _WITHDRAWAL_TOPIC.hex()],
+                _topic_word(channel_id),
+                _topic_word(participant),
+            ],
+        }
+    )
+    deposit = withdrawn = 0
+    for log in logs:
+        event = _token_network().decode_log(log["address"], log["topics"], log["data"])
+        if event is None:
+            continue
+        # Totals only grow: the largest seen is the latest.
+        if event.name == "ChannelNewDeposit":
+            deposit = max(deposit, event.args["totalDeposit"])
+        else:
+            withdrawn = max(withdrawn, event.args["totalWithdraw"])
+    return deposit, withdrawn
 
 
 async def get_token_network(w3: AsyncWeb3, registry: str, token: str) -> str | None:

@@ -20,7 +20,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 from web3 import AsyncWeb3
 
 from activities import token_network as tn
@@ -28,9 +28,6 @@ from activities.token_network import ChannelState, Deployment
 from connector.claims import ChannelFacts, ChannelSide
 
 DEFAULT_TTL = 1.0
-
-_NEW_DEPOSIT_TOPIC = "0x" + keccak(text="ChannelNewDeposit(bytes32,address,uint256)").hex()
-_WITHDRAWAL_TOPIC = "0x" + keccak(text="ChannelWithdrawal(bytes32,address,uint256,uint256)").hex()
 
 
 class ChannelChainView:
@@ -93,25 +90,10 @@ class ChannelChainView:
         return facts
 
     async def funding(self, channel_id: str, participant: str) -> ChannelSide:
-        """`participant`'s total deposit and total withdrawn on the channel, from its
-        `ChannelNewDeposit` and `ChannelWithdrawal` events (both carry running totals), so
-        also once the channel is settled. Not cached."""
-        logs = await self._w3.eth.get_logs(
-            {
-                "address": to_checksum_address(self._deployment.token_network),
-                "fromBlock": self._deployment.deployed_block,
-                "toBlock": "latest",
-                "topics": [
-                    [_NEW_DEPOSIT_TOPIC, _WITHDRAWAL_TOPIC],
-                    "0x" + channel_id.removeprefix("0x").lower().rjust(64, "0"),
-                    "0x" + participant.removeprefix("0x").lower().rjust(64, "0"),
-                ],
-            }
+        """`participant`'s total deposit and total withdrawn on the channel, from the
+        contract's events (`token_network.get_funding`), so also once it is settled. Not
+        cached."""
+        deposit, withdrawn = await tn.get_funding(
+            self._w3, self._deployment, channel_id, participant
         )
-        totals = {_NEW_DEPOSIT_TOPIC: 0, _WITHDRAWAL_TOPIC: 0}
-        for entry in logs:
-            topic = "0x" + bytes(entry["topics"][0]).hex()
-            # The running total is the first word of the data; totals only grow.
-            total = int.from_bytes(bytes(entry["data"])[:32], "big")
-            totals[topic] = max(totals[topic], total)
-        return ChannelSide(totals[_NEW_DEPOSIT_TOPIC], totals[_WITHDRAWAL_TOPIC])
+        return ChannelSide(deposit, withdrawn)

@@ -576,6 +576,9 @@ async def test_withdraw_with_partner_signature_then_settle_conserves(
     assert payouts == {a.address: 1000 + 250 - 400, b.address: 500 - 250}
     assert sum(payouts.values()) + 400 == 1500
     assert await tn.token_balance(anvil_w3, d, d.token_network) == held - 1500
+    # Settled, the contract no longer holds the sides; the events still tell each one's funding.
+    assert await tn.get_funding(anvil_w3, d, channel.id, a.address) == (1000, 400)
+    assert await tn.get_funding(anvil_w3, d, channel.id, b.address) == (500, 0)
 
 
 # ---------------------------------------------------------------- registry, token, views
