@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -80,12 +81,9 @@ _INSERT = (
     " claim, acknowledged, recorded_at, acknowledged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT DO NOTHING"
 )
-_ACKNOWLEDGE = (
-    "UPDATE claims SET acknowledged = 1, acknowledged_at = ?"
-    " WHERE direction = 'sent' AND peer_id = ? AND channel_id = ? AND nonce = ?"
-)
-_VOID_CLAIM = (
-    "UPDATE claims SET acknowledged = 2, acknowledged_at = ?"
+# A sent claim acknowledged (_ACKNOWLEDGED) or void (_VOID).
+_RESOLVE_SENT = (
+    "UPDATE claims SET acknowledged = ?, acknowledged_at = ?"
     " WHERE direction = 'sent' AND peer_id = ? AND channel_id = ? AND nonce = ?"
 )
 _INSERT_PAYOUT = (
@@ -150,13 +148,14 @@ _Key = tuple[str, str]  # (peer id, channel id)
 class ClaimIndex:
     """The latest claims per peer and channel, in memory; no I/O."""
 
-    def __init__(self, rows: list[StoredClaim]) -> None:
+    def __init__(self, rows: list[StoredClaim], payouts: Iterable[_Key] = ()) -> None:
+        """`payouts`: the (peer, channel) pairs whose settlement is reconciled."""
         self._sent: dict[_Key, StoredClaim] = {}
         self._acknowledged: dict[_Key, StoredClaim] = {}
         self._received: dict[_Key, StoredClaim] = {}
         self._pending: dict[_Key, StoredClaim] = {}
         self._latest_channel: dict[str, str] = {}
-        self._payouts: set[_Key] = set()
+        self._payouts: set[_Key] = {(peer, _normal(channel)) for peer, channel in payouts}
         for stored in sorted(rows, key=lambda row: (row.recorded_at, row.nonce)):
             self._remember(stored)
 
@@ -218,8 +217,10 @@ class ClaimIndex:
 class ClaimStore(ClaimIndex):
     """The node's claims: the index, and writes that go through the ledger's batches."""
 
-    def __init__(self, ledger: BalanceLedger, rows: list[StoredClaim]) -> None:
-        super().__init__(rows)
+    def __init__(
+        self, ledger: BalanceLedger, rows: list[StoredClaim], payouts: Iterable[_Key] = ()
+    ) -> None:
+        super().__init__(rows, payouts)
         self._ledger = ledger
 
     @classmethod
@@ -232,11 +233,10 @@ class ClaimStore(ClaimIndex):
                 connection.execute(_PAYOUTS_SCHEMA)
             rows = _read_rows(connection)
             payouts = connection.execute("SELECT peer_id, channel_id FROM channel_payouts")
-            settled = {(peer_id, _normal(channel_id)) for peer_id, channel_id in payouts}
+            settled = list(payouts)
         finally:
             connection.close()
-        store = cls(ledger, rows)
-        store._payouts = settled
+        store = cls(ledger, rows, settled)
         log.info(
             "CLAIM_STORE_OPENED",
             path=str(path),
@@ -274,7 +274,7 @@ class ClaimStore(ClaimIndex):
         await self._ledger.apply_outgoing_settlement(
             sent.peer_id,
             sent.amount,
-            [(_ACKNOWLEDGE, (time.time(), sent.peer_id, sent.channel_id, str(sent.nonce)))],
+            [_resolve_sent(sent, _ACKNOWLEDGED, time.time())],
         )
         return acknowledged
 
@@ -315,8 +315,7 @@ class ClaimStore(ClaimIndex):
         if pending is not None:
             resolved = replace(pending, acknowledged=pending_used, void=not pending_used)
             self._remember(resolved)
-            statement = _ACKNOWLEDGE if pending_used else _VOID_CLAIM
-            journal.append((statement, (now, peer_id, channel_id, str(pending.nonce))))
+            journal.append(_resolve_sent(pending, _ACKNOWLEDGED if pending_used else _VOID, now))
         if payout.adjustment > 0:
             await self._ledger.apply_outgoing_settlement(peer_id, payout.adjustment, journal)
         elif payout.adjustment < 0:
@@ -362,6 +361,10 @@ def _keep_highest(claims: dict[_Key, StoredClaim], key: _Key, stored: StoredClai
     current = claims.get(key)
     if current is None or stored.nonce >= current.nonce:
         claims[key] = stored
+
+
+def _resolve_sent(sent: StoredClaim, state: int, at: float) -> JournalEntry:
+    return (_RESOLVE_SENT, (state, at, sent.peer_id, sent.channel_id, str(sent.nonce)))
 
 
 def _insert(stored: StoredClaim) -> JournalEntry:
