@@ -395,7 +395,7 @@ class ChainActivities:
             elif now >= look_again_at[tx_hash]:
                 look_again_at[tx_hash] = now + REBROADCAST_SECONDS
                 if not await self._is_known(tx_hash):
-                    error = await self._send_raw(tx)
+                    [error] = await self._send_raws([tx])
                     log.warning("TX_REBROADCAST", txHash=tx_hash, nonce=tx.nonce, error=error)
 
     def _build(self, intent: TxIntent) -> UnsignedTx:
@@ -483,15 +483,6 @@ class ChainActivities:
         if isinstance(responses, list) and len(responses) == len(requests):
             return responses
         return [await provider.make_request(method, params) for method, params in requests]
-
-    async def _send_raw(self, tx: SignedTx) -> str | None:
-        try:
-            await self._w3.eth.send_raw_transaction(tx.raw)
-        except Web3RPCError as err:
-            if _already_have(str(err)) and await self._is_known(tx.tx_hash):
-                return None
-            return str(err)
-        return None
 
     async def _is_known(self, tx_hash: str) -> bool:
         try:
