@@ -348,15 +348,7 @@ async def test_worker_sigterm_mid_receipt_wait_finishes_the_step_then_exits(
             assert await link.a_stage() != "READY", "READY needs a worker; none is running"
 
             await w3.provider.make_request("evm_setAutomine", [True])
-            await link.worker.start()
-            await link.b.provisioner.peer_connected(link.a_id)
-            await asyncio.wait_for(
-                asyncio.gather(
-                    link.registry.wait_ready(link.b.node_id),
-                    link.b.registry.wait_ready(link.a_id),
-                ),
-                READY_TIMEOUT,
-            )
+            await restart_until_ready(link)
             assert hashes <= set(await submitted_hashes(temporal_client, link.a_workflow_id))
             await assert_one_channel_ready(link, w3)
 

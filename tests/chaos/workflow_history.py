@@ -11,11 +11,11 @@ from collections.abc import Callable
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflow.v1 import PendingActivityInfo
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows import ids
-from workflows.messages import SubmitRequest, SubmitResult
+from workflows.messages import SubmitBatch, SubmitRequest, SubmitResult
 
 _SCHEDULED = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
 _STARTED = EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
@@ -171,3 +171,43 @@ def is_running_on(pid: int) -> Callable[[PendingActivityInfo], bool]:
 def is_waiting_in_queue(pending: PendingActivityInfo) -> bool:
     """Scheduled and not picked up: no worker polls its task queue."""
     return pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED
+
+
+async def continued(handle: WorkflowHandle, run_id: str) -> bool:
+    """The workflow's latest run is no longer `run_id` (it continued as new)."""
+    return (await handle.describe()).run_id != run_id
+
+
+async def draining(handle: WorkflowHandle) -> bool:
+    """No workflow task to run, notifications waiting for the connector."""
+    raw = (await handle.describe()).raw_description
+    return not raw.HasField("pending_workflow_task") and len(raw.pending_activities) > 0
+
+
+async def quiet(handle: WorkflowHandle) -> bool:
+    """Nothing pending: the run waits for a timer or a signal."""
+    raw = (await handle.describe()).raw_description
+    return not raw.HasField("pending_workflow_task") and not raw.pending_activities
+
+
+async def accepted_per_run(
+    client: Client, workflow_id: str, run_id: str
+) -> list[tuple[str, list[str]]]:
+    """Run by run from `run_id` (following continue-as-new): the run's id and the request
+    ids its `submit_all` Updates took."""
+    runs: list[tuple[str, list[str]]] = []
+    next_run: str | None = run_id
+    while next_run is not None:
+        handle = client.get_workflow_handle(workflow_id, run_id=next_run)
+        runs.append((next_run, []))
+        next_run = None
+        async for event in handle.fetch_history_events():
+            if event.HasField("workflow_execution_update_accepted_event_attributes"):
+                accepted = event.workflow_execution_update_accepted_event_attributes
+                payloads = accepted.accepted_request.input.args.payloads
+                (batch,) = await client.data_converter.decode(payloads, [SubmitBatch])
+                runs[-1][1].extend(request.request_id for request in batch.requests)
+            elif event.HasField("workflow_execution_continued_as_new_event_attributes"):
+                cut = event.workflow_execution_continued_as_new_event_attributes
+                next_run = cut.new_execution_run_id
+    return runs

@@ -109,11 +109,14 @@ class KeeperNode:
         deployment: Deployment,
         *,
         settle_timeout: int = SETTLE_TIMEOUT,
+        connector: bool = True,
     ) -> None:
         """The node's workers (provisioning, wallet, connector queue) until `stack` closes;
-        again after a stop, for a restart."""
+        again after a stop, for a restart. `connector` False: the connector is down, the
+        chain workers run on."""
         context = ChainContext(self.node_id, w3, self.account, deployment, settle_timeout)
-        for worker in build_workers(self.client, context, self.connector):
+        activities = self.connector if connector else None
+        for worker in build_workers(self.client, context, activities):
             await stack.enter_async_context(worker)
 
     async def _terminate(self, workflow_ids: list[str]) -> None:

@@ -28,6 +28,7 @@ from activities import token_network as tn
 from activities.sequencer import SequencerClientActivities
 from activities.token_network import ChannelState, Deployment
 from tests.chaos.crash_link import opened_channels
+from tests.chaos.workflow_history import accepted_per_run, continued, draining
 from tests.integration.keeper_node import SETTLE_TIMEOUT, TARGET, KeeperNode, mine, until
 from tests.integration.provisioning_node import Node
 from worker.run import ChainContext, build_workers, connector_worker
@@ -37,7 +38,6 @@ from workflows.messages import (
     ChannelStatus,
     CloseChannel,
     SequencerParams,
-    SubmitBatch,
     SubmitRequest,
     SubmitResult,
 )
@@ -128,11 +128,7 @@ async def test_ready_keeper_continues_as_new_with_its_channel_and_still_tops_up_
         assert channel_id is not None
 
         # Every reconnect's READY notification reached the connector, before or after the cut.
-        async def registry_ready() -> bool:
-            view = node.registry.view("b")
-            return view is not None and view.is_ready and view.channel_id == channel_id
-
-        await until(registry_ready, what="the connector's registry READY")
+        await node.wait_for_view("b", lambda view: view.is_ready and view.channel_id == channel_id)
 
         # Its job goes on: paid below the threshold, a top-up signal tops up (a new send: the
         # carried send sequence keeps the sequencer from answering with an old one's txs).
@@ -207,20 +203,13 @@ async def test_close_signalled_while_notifications_drain_before_the_cut_is_not_l
 
         # The connector goes down; the node's chain workers keep running.
         await all_workers.aclose()
-        context = ChainContext(node.node_id, anvil_w3, a, deployment, SETTLE_TIMEOUT)
-        for worker in build_workers(temporal_client, context):
-            await stack.enter_async_context(worker)
+        await node.start_workers(stack, anvil_w3, deployment, connector=False)
         # Reconnects past the limit: their READY notifications wait for the connector, and
         # so does the cut.
         while (await handle.describe()).history_length <= limit:
             await handle.signal(ids.SIGNAL_PEER_CONNECTED)
 
-        async def draining() -> bool:
-            # No workflow task left to run, the notifications waiting for the connector.
-            raw = (await handle.describe()).raw_description
-            return not raw.HasField("pending_workflow_task") and len(raw.pending_activities) > 0
-
-        await until(draining, what="the workflow waiting on its notifications")
+        await until(lambda: draining(handle), what="the workflow waiting on its notifications")
 
         await handle.signal(ids.SIGNAL_CLOSE, CloseChannel(reason="test"))
         await stack.enter_async_context(
@@ -265,10 +254,10 @@ async def test_awaiting_funds_continues_as_new_and_still_rechecks_after_a_reconn
         described = await node.handle("p").describe()
         monkeypatch.setattr(workflows.channel, "MAX_HISTORY_EVENTS", described.history_length + 40)
 
-        async def continued() -> bool:
-            return (await node.handle("p").describe()).run_id != described.run_id
-
-        await until(continued, what="a cut during AWAITING_FUNDS, on the workflow's own timers")
+        await until(
+            lambda: continued(node.handle("p"), described.run_id),
+            what="a cut during AWAITING_FUNDS, on the workflow's own timers",
+        )
         await assert_continued(temporal_client, workflow_id, described.run_id)
         monkeypatch.undo()
         assert (await node.status("p")).stage == "AWAITING_FUNDS"
@@ -326,7 +315,7 @@ async def test_sequencer_continued_as_new_mid_stream_keeps_nonces_contiguous_and
         await asyncio.wait_for(asyncio.gather(stream("x", 12), stream("y", 12)), timeout=40)
         current = await assert_continued(temporal_client, workflow_id, run_id)
         # Cut at least twice while both streams were submitting: each spans several runs.
-        runs = await requests_per_run(temporal_client, workflow_id, run_id)
+        runs = [taken for _, taken in await accepted_per_run(temporal_client, workflow_id, run_id)]
         assert len(runs) >= 3, runs
         for name in ("x", "y"):
             assert sum(any(r.startswith(f"{name}/") for r in run) for run in runs) >= 2, runs
@@ -368,23 +357,3 @@ async def started_with(
         (params,) = await client.data_converter.decode(payloads, [params_type])
         return params
     raise AssertionError(f"{workflow_id} run {run_id} has no history")
-
-
-async def requests_per_run(client: Client, workflow_id: str, run_id: str) -> list[list[str]]:
-    """The request ids each run of the sequencer accepted, run after run from `run_id`."""
-    runs: list[list[str]] = []
-    next_run: str | None = run_id
-    while next_run is not None:
-        handle, next_run = client.get_workflow_handle(workflow_id, run_id=next_run), None
-        accepted: list[str] = []
-        async for event in handle.fetch_history_events():
-            if event.HasField("workflow_execution_update_accepted_event_attributes"):
-                request = event.workflow_execution_update_accepted_event_attributes
-                payloads = request.accepted_request.input.args.payloads
-                (batch,) = await client.data_converter.decode(payloads, [SubmitBatch])
-                accepted += [r.request_id for r in batch.requests]
-            elif event.HasField("workflow_execution_continued_as_new_event_attributes"):
-                continued = event.workflow_execution_continued_as_new_event_attributes
-                next_run = continued.new_execution_run_id
-        runs.append(accepted)
-    return runs

@@ -37,11 +37,12 @@ from activities.rpc import connect_rpc
 from activities.sequencer import SequencerClientActivities
 from activities.token_network import Deployment
 from connector.devstack import ANVIL_KEYS, run_anvil, run_temporal
+from tests.chaos.workflow_history import accepted_per_run, continued, draining, quiet
 from tests.integration.keeper_node import SETTLE_TIMEOUT as KEEPER_SETTLE_TIMEOUT
 from tests.integration.keeper_node import TARGET as KEEPER_TARGET
 from tests.integration.keeper_node import KeeperNode, mine, until
 from tests.integration.provisioning_node import TARGET, Node
-from worker.run import ChainContext, build_workers, connector_worker
+from worker.run import connector_worker
 from workflows import ids
 from workflows.messages import CloseChannel, SubmitBatch, SubmitRequest, SubmitResult
 from workflows.provisioning.commands import SendKind, TxIntent
@@ -220,7 +221,7 @@ class Recorder:
             first_run = (await handle.describe()).run_id
             await asyncio.sleep(1.5)  # one timer round
             await node.provisioner.peer_connected("peer")
-            await until(lambda: _continued(handle, first_run), what="the cut", timeout=60)
+            await until(lambda: continued(handle, first_run), what="the cut", timeout=60)
             await asyncio.sleep(0.3)
             await node.provisioner.peer_connected("peer")
             await asyncio.sleep(0.3)
@@ -230,7 +231,7 @@ class Recorder:
             )
             await node.wait_for_stage("peer", "READY", timeout=15)
             await node.registry.wait_ready("peer")
-            await until(lambda: _quiet(handle), what="the READY notification delivered")
+            await until(lambda: quiet(handle), what="the READY notification delivered")
         await self.save("awaiting_funds_continued", "channel-1", handle.id, first_run)
         await self.save("awaiting_funds_continued", "channel-2", handle.id)
 
@@ -267,25 +268,21 @@ class Recorder:
                 first_run = (await handle.describe()).run_id
                 # The connector goes down; the node's chain workers run on.
                 await all_workers.aclose()
-                context = ChainContext(
-                    node.node_id, self.w3, ours, self.deployment, KEEPER_SETTLE_TIMEOUT
-                )
-                for worker in build_workers(self.client, context):
-                    await stack.enter_async_context(worker)
+                await node.start_workers(stack, self.w3, self.deployment, connector=False)
                 while not await _suggested(handle):
                     await handle.signal(ids.SIGNAL_PEER_CONNECTED)
-                    await until(lambda: _draining(handle), what="the reconnect taken")
+                    await until(lambda: draining(handle), what="the reconnect taken")
                 await handle.signal(ids.SIGNAL_TOP_UP)
-                await until(lambda: _draining(handle), what="the top_up signal taken")
+                await until(lambda: draining(handle), what="the top_up signal taken")
                 await stack.enter_async_context(
                     connector_worker(self.client, node.node_id, node.connector)
                 )
-                await until(lambda: _continued(handle, first_run), what="the cut")
+                await until(lambda: continued(handle, first_run), what="the cut")
                 await until(
                     lambda: _deposit_at_least(self, channel_id, ours.address, KEEPER_TARGET + 1),
                     what="the carried top-up",
                 )
-                await until(lambda: _quiet(handle), what="the top-up read and told")
+                await until(lambda: quiet(handle), what="the top-up read and told")
                 await self.save("keeper_continued", "channel-1", handle.id, first_run)
                 await self.save("keeper_continued", "channel-2", handle.id)
 
@@ -317,8 +314,8 @@ class Recorder:
             first_run = (await self.client.get_workflow_handle(workflow_id).describe()).run_id
             async with asyncio.timeout(60):
                 await asyncio.gather(*(stream(name) for name in "xyz"))
-        runs = await _accepted_per_run(self.client, workflow_id, first_run)
-        took = next(i for i, (_, taken) in enumerate(runs) if set(submitter.refused) & taken)
+        runs = await accepted_per_run(self.client, workflow_id, first_run)
+        took = next(i for i, (_, taken) in enumerate(runs) if set(submitter.refused) & set(taken))
         await self.save("sequencer_continued", "sequencer-1", workflow_id, runs[took - 1][0])
         await self.save("sequencer_continued", "sequencer-2", workflow_id, runs[took][0])
 
@@ -341,10 +338,6 @@ class RefusalCountingSubmitter(SequencerClientActivities):
             raise
 
 
-async def _continued(handle: WorkflowHandle, run_id: str) -> bool:
-    return (await handle.describe()).run_id != run_id
-
-
 async def _suggested(handle: WorkflowHandle) -> bool:
     """The server suggested continue-as-new to the run's latest workflow task."""
     suggested = False
@@ -352,40 +345,6 @@ async def _suggested(handle: WorkflowHandle) -> bool:
         if event.HasField("workflow_task_started_event_attributes"):
             suggested = event.workflow_task_started_event_attributes.suggest_continue_as_new
     return suggested
-
-
-async def _draining(handle: WorkflowHandle) -> bool:
-    """No workflow task to run, notifications waiting for the connector."""
-    raw = (await handle.describe()).raw_description
-    return not raw.HasField("pending_workflow_task") and len(raw.pending_activities) > 0
-
-
-async def _quiet(handle: WorkflowHandle) -> bool:
-    """Nothing pending: the run waits for a timer or a signal."""
-    raw = (await handle.describe()).raw_description
-    return not raw.HasField("pending_workflow_task") and not raw.pending_activities
-
-
-async def _accepted_per_run(
-    client: Client, workflow_id: str, run_id: str
-) -> list[tuple[str, set[str]]]:
-    """Run by run from `run_id`: its id and the request ids its `submit_all` Updates took."""
-    runs: list[tuple[str, set[str]]] = []
-    next_run: str | None = run_id
-    while next_run is not None:
-        handle = client.get_workflow_handle(workflow_id, run_id=next_run)
-        runs.append((next_run, set()))
-        next_run = None
-        async for event in handle.fetch_history_events():
-            if event.HasField("workflow_execution_update_accepted_event_attributes"):
-                accepted = event.workflow_execution_update_accepted_event_attributes
-                payloads = accepted.accepted_request.input.args.payloads
-                (batch,) = await client.data_converter.decode(payloads, [SubmitBatch])
-                runs[-1][1].update(request.request_id for request in batch.requests)
-            elif event.HasField("workflow_execution_continued_as_new_event_attributes"):
-                continued = event.workflow_execution_continued_as_new_event_attributes
-                next_run = continued.new_execution_run_id
-    return runs
 
 
 async def _deposit_at_least(recorder: Recorder, channel_id: str, address: str, total: int) -> bool:
