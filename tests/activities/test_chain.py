@@ -6,7 +6,6 @@ import asyncio
 import json
 import secrets
 
-import aiohttp
 import pytest
 from aiohttp import web
 from eth_account import Account
@@ -19,7 +18,7 @@ from activities.chain import ChainActivities, _call_error
 from activities.errors import classify
 from activities.rpc import connect_rpc
 from activities.token_network import Deployment
-from connector.devstack import free_port
+from tests.chaos.rpc_gate import RpcGate
 from workflows.messages import ReadChainStateInput, SignedTx, SignInput, WaitForReceiptsInput
 from workflows.provisioning.commands import SendKind, TxIntent
 
@@ -160,47 +159,32 @@ def test_a_failed_batched_view_is_retried_unless_it_reverted(error: object, retr
         assert isinstance(mapped, ApplicationError) and mapped.non_retryable
 
 
-class NoBatchNode:
+class NoBatchNode(RpcGate):
     """A JSON-RPC forwarder to anvil for a node that takes no batches: a batch is refused as
     a whole (HTTP 400, or one error object), single calls are forwarded unchanged."""
 
     def __init__(self, upstream: str, refusal: str) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.refusal = refusal
-        self.port = free_port()
         self.singles = 0
         self.refused = 0
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     async def __aenter__(self) -> NoBatchNode:
-        app = web.Application()
-        app.router.add_post("/", self._forward)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        self._session = aiohttp.ClientSession()
+        await self.start()
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        await self._session.close()
-        await self._runner.cleanup()
+        await self.close()
 
     async def _forward(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        if isinstance(json.loads(body), list):
+        if isinstance(json.loads(await request.read()), list):
             self.refused += 1
             if self.refusal == "status":
                 return web.Response(status=400, text="batch requests are not supported")
             error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "no"}}
             return web.json_response(error)
         self.singles += 1
-        async with self._session.post(
-            self.upstream, data=body, headers={"Content-Type": "application/json"}
-        ) as answer:
-            return web.Response(body=await answer.read(), content_type="application/json")
+        return await super()._forward(request)
 
 
 @pytest.mark.parametrize("refusal", ["status", "error object"])
